@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Installs and starts the real servers the integration tests talk to.
+#
+#   scripts/test-env.sh install   create the virtual environment (idempotent)
+#   scripts/test-env.sh start     start LocalStack (SQS) in the background and
+#                                 print `export` lines for the test suite
+#   scripts/test-env.sh stop      stop what `start` started
+#
+# Everything lives under $SQSD_TEST_HOME (default: .test-env in the repo), so
+# a fresh clone needs nothing but python3 (3.11+) and network access to PyPI.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+home=${SQSD_TEST_HOME:-$repo/.test-env}
+venv=$home/venv
+python=${PYTHON:-python3}
+ls_port=${SQSD_TEST_LOCALSTACK_PORT:-4566}
+
+# Versions seen to work with Python 3.11 and without Docker.
+localstack_pins=(
+  "localstack-core[base-runtime]==4.4.0" "moto-ext==5.1.4.post1"
+  "cbor2<5.7" "pyopenssl<24.3" "cryptography<44" "service_identity<25"
+)
+
+install() {
+  mkdir -p "$home"
+  if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+  fi
+  if [ ! -f "$venv/.installed-v1" ]; then
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${localstack_pins[@]}"
+    touch "$venv/.installed-v1"
+  fi
+}
+
+wait_http() { # url seconds
+  local url=$1 deadline=$((SECONDS + $2))
+  until "$venv/bin/python" - "$url" <<'PY' 2>/dev/null; do
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1], timeout=2).read()
+PY
+    if [ $SECONDS -ge $deadline ]; then return 1; fi
+    sleep 0.5
+  done
+}
+
+start() {
+  install
+  mkdir -p "$home/localstack"
+  if ! wait_http "http://127.0.0.1:$ls_port/_localstack/health" 1; then
+    GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=sqs EAGER_SERVICE_LOADING=1 \
+      LOCALSTACK_VOLUME_DIR=$home/localstack/volume \
+      nohup "$venv/bin/python" -m localstack.runtime.main \
+      >"$home/localstack.log" 2>&1 &
+    echo $! >"$home/localstack.pid"
+    if ! wait_http "http://127.0.0.1:$ls_port/_localstack/health" 120; then
+      echo "LocalStack did not start; its log:" >&2
+      tail -50 "$home/localstack.log" >&2
+      exit 1
+    fi
+  fi
+  echo "export SQSD_TEST_SQS_ENDPOINT=http://127.0.0.1:$ls_port"
+}
+
+stop() {
+  if [ -f "$home/localstack.pid" ]; then
+    kill "$(cat "$home/localstack.pid")" 2>/dev/null || true
+    rm -f "$home/localstack.pid"
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: $0 install|start|stop" >&2; exit 2 ;;
+esac

@@ -1,0 +1,236 @@
+//! The table of every scalar option: one row gives its file key, environment
+//! variable, flag, default and help text, so `--help`, the layering in
+//! [`super::load`] and the documentation can never disagree.
+
+/// One configurable setting.
+#[derive(Debug)]
+pub struct OptionSpec {
+    /// Key in the YAML file; also the clap argument id.
+    pub key: &'static str,
+    /// Environment variable (`SQSD_` + upper-case key).
+    pub env: &'static str,
+    /// Long flag without the leading dashes (kebab-case key).
+    pub flag: &'static str,
+    /// Default value in the same text form a user would write, if any.
+    pub default: Option<&'static str>,
+    /// Placeholder shown in `--help`.
+    pub value_name: &'static str,
+    /// One-line description, including what is allowed.
+    pub help: &'static str,
+}
+
+/// Path of the YAML file; given by flag or environment only.
+pub const CONFIG_ENV: &str = "SQSD_CONFIG";
+
+pub const QUEUE_URL: &str = "queue_url";
+pub const HTTP_PATH: &str = "http_path";
+pub const WORKER_URL: &str = "worker_url";
+pub const MIME_TYPE: &str = "mime_type";
+pub const HTTP_CONNECTIONS: &str = "http_connections";
+pub const CONNECT_TIMEOUT: &str = "connect_timeout";
+pub const INACTIVITY_TIMEOUT: &str = "inactivity_timeout";
+pub const VISIBILITY_TIMEOUT: &str = "visibility_timeout";
+pub const ERROR_VISIBILITY_TIMEOUT: &str = "error_visibility_timeout";
+pub const RETENTION_PERIOD: &str = "retention_period";
+pub const MAX_RETRIES: &str = "max_retries";
+pub const ENDPOINT_URL: &str = "endpoint_url";
+pub const REGION: &str = "region";
+pub const ADMIN_ADDR: &str = "admin_addr";
+pub const SUCCESS_CODES: &str = "success_codes";
+pub const DRAIN_TIMEOUT: &str = "drain_timeout";
+pub const LOG_FORMAT: &str = "log_format";
+pub const LOG_LEVEL: &str = "log_level";
+pub const CRON_FILE: &str = "cron_file";
+pub const BATCH_LINGER: &str = "batch_linger";
+
+macro_rules! option {
+    ($key:expr, $env:literal, $flag:literal, $default:expr, $value:literal, $help:literal) => {
+        OptionSpec {
+            key: $key,
+            env: $env,
+            flag: $flag,
+            default: $default,
+            value_name: $value,
+            help: $help,
+        }
+    };
+}
+
+/// Every scalar option, in the order `--help` and `check-config` show them.
+pub const OPTIONS: &[OptionSpec] =
+    &[
+        option!(
+            QUEUE_URL,
+            "SQSD_QUEUE_URL",
+            "queue-url",
+            None,
+            "URL",
+            "SQS queue to consume (EB WorkerQueueURL); required"
+        ),
+        option!(
+            HTTP_PATH,
+            "SQSD_HTTP_PATH",
+            "http-path",
+            Some("/"),
+            "PATH",
+            "Path messages are POSTed to (EB HttpPath); must start with /"
+        ),
+        option!(
+            WORKER_URL,
+            "SQSD_WORKER_URL",
+            "worker-url",
+            Some("http://localhost:80"),
+            "URL",
+            "Base URL of the application, http or https"
+        ),
+        option!(
+            MIME_TYPE,
+            "SQSD_MIME_TYPE",
+            "mime-type",
+            Some("application/json"),
+            "TYPE",
+            "Content-Type of every POST (EB MimeType)"
+        ),
+        option!(
+            HTTP_CONNECTIONS,
+            "SQSD_HTTP_CONNECTIONS",
+            "http-connections",
+            Some("50"),
+            "N",
+            "Most POSTs in flight at once, 1-1000 (EB HttpConnections)"
+        ),
+        option!(
+            CONNECT_TIMEOUT,
+            "SQSD_CONNECT_TIMEOUT",
+            "connect-timeout",
+            Some("5s"),
+            "DURATION",
+            "Time to connect to the application, 1s-60s (EB ConnectTimeout)"
+        ),
+        option!(
+            INACTIVITY_TIMEOUT,
+            "SQSD_INACTIVITY_TIMEOUT",
+            "inactivity-timeout",
+            Some("299s"),
+            "DURATION",
+            "Time for the application to answer a POST, 1s-36000s (EB InactivityTimeout)"
+        ),
+        option!(
+            VISIBILITY_TIMEOUT,
+            "SQSD_VISIBILITY_TIMEOUT",
+            "visibility-timeout",
+            Some("300s"),
+            "DURATION",
+            "Visibility timeout of received messages, 0-43200s (EB VisibilityTimeout)"
+        ),
+        option!(
+            ERROR_VISIBILITY_TIMEOUT,
+            "SQSD_ERROR_VISIBILITY_TIMEOUT",
+            "error-visibility-timeout",
+            Some("2s"),
+            "DURATION",
+            "Delay before a failed message is visible again, 0-43200s (EB ErrorVisibilityTimeout)"
+        ),
+        option!(RETENTION_PERIOD, "SQSD_RETENTION_PERIOD", "retention-period", Some("345600s"),
+        "DURATION",
+        "Messages first received longer ago are deleted unsent, 60s-1209600s (EB RetentionPeriod)"),
+        option!(
+            MAX_RETRIES,
+            "SQSD_MAX_RETRIES",
+            "max-retries",
+            Some("10"),
+            "N",
+            "Expected maxReceiveCount of the queue's redrive policy, 1-100 (EB MaxRetries)"
+        ),
+        option!(ENDPOINT_URL, "SQSD_ENDPOINT_URL", "endpoint-url", None, "URL",
+        "SQS endpoint; AWS_ENDPOINT_URL_SQS and AWS_ENDPOINT_URL also work [default: the SDK's]"),
+        option!(
+            REGION,
+            "SQSD_REGION",
+            "region",
+            None,
+            "REGION",
+            "AWS region [default: the SDK's chain, else taken from the queue URL]"
+        ),
+        option!(
+            ADMIN_ADDR,
+            "SQSD_ADMIN_ADDR",
+            "admin-addr",
+            Some("127.0.0.1:9191"),
+            "ADDR",
+            "Listen address of /healthz, /readyz and /metrics"
+        ),
+        option!(
+            SUCCESS_CODES,
+            "SQSD_SUCCESS_CODES",
+            "success-codes",
+            Some("200"),
+            "200|2xx",
+            "Statuses that delete the message: exactly 200 (as EB) or any 2xx"
+        ),
+        option!(
+            DRAIN_TIMEOUT,
+            "SQSD_DRAIN_TIMEOUT",
+            "drain-timeout",
+            Some("30s"),
+            "DURATION",
+            "How long shutdown waits for in-flight POSTs"
+        ),
+        option!(
+            LOG_FORMAT,
+            "SQSD_LOG_FORMAT",
+            "log-format",
+            Some("text"),
+            "text|json",
+            "Log lines on standard error as human text or JSON"
+        ),
+        option!(
+            LOG_LEVEL,
+            "SQSD_LOG_LEVEL",
+            "log-level",
+            Some("info"),
+            "LEVEL",
+            "error, warn, info, debug or trace (or a tracing filter such as sqsd=debug)"
+        ),
+        option!(
+            CRON_FILE,
+            "SQSD_CRON_FILE",
+            "cron-file",
+            None,
+            "PATH",
+            "Path of cron.yaml [default: ./cron.yaml, then /var/app/current/cron.yaml]"
+        ),
+        option!(
+            BATCH_LINGER,
+            "SQSD_BATCH_LINGER",
+            "batch-linger",
+            Some("20ms"),
+            "DURATION",
+            "How long a delete or visibility change waits to fill a batch of 10, 0-1s"
+        ),
+    ];
+
+/// Looks an option up by its file key.
+pub fn spec(key: &str) -> Option<&'static OptionSpec> {
+    OPTIONS.iter().find(|o| o.key == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_follow_the_key() {
+        for o in OPTIONS {
+            assert_eq!(o.env, format!("SQSD_{}", o.key.to_uppercase()), "{}", o.key);
+            assert_eq!(o.flag, o.key.replace('_', "-"), "{}", o.key);
+        }
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        for (i, o) in OPTIONS.iter().enumerate() {
+            assert!(OPTIONS[i + 1..].iter().all(|p| p.key != o.key), "{}", o.key);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use super::*;
+
+const QUEUE: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs";
+
+fn load_with(
+    flags: &[(&str, &str)],
+    env: &[(&str, &str)],
+    file: Option<&str>,
+) -> Result<Loaded, ConfigError> {
+    let mut flags: BTreeMap<String, String> = flags
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let _tmp;
+    if let Some(text) = file {
+        let mut f = tempfile();
+        f.1.write_all(text.as_bytes()).unwrap();
+        flags.insert("config".into(), f.0.display().to_string());
+        _tmp = f;
+    }
+    let env: BTreeMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |name: &str| env.get(name).cloned();
+    load(&Inputs {
+        flags: &flags,
+        env: &lookup,
+    })
+}
+
+/// A uniquely named file that is removed when dropped.
+struct TempFile(std::path::PathBuf, std::fs::File);
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+fn tempfile() -> TempFile {
+    let path = std::env::temp_dir().join(format!("sqsd-config-{}.yaml", fastrand::u64(..)));
+    let file = std::fs::File::create(&path).unwrap();
+    TempFile(path, file)
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let c = load_with(&[("queue_url", QUEUE)], &[], None)
+        .unwrap()
+        .config;
+    assert_eq!(c.http_path, "/");
+    assert_eq!(c.worker_url, "http://localhost:80");
+    assert_eq!(c.mime_type, "application/json");
+    assert_eq!(c.http_connections, 50);
+    assert_eq!(c.connect_timeout, Duration::from_secs(5));
+    assert_eq!(c.inactivity_timeout, Duration::from_secs(299));
+    assert_eq!(c.visibility_timeout, 300);
+    assert_eq!(c.error_visibility_timeout, 2);
+    assert_eq!(c.retention_period, Duration::from_secs(345_600));
+    assert_eq!(c.max_retries, 10);
+    assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9191");
+    assert_eq!(c.success_codes, SuccessCodes::Only200);
+    assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.endpoint_url, None);
+    assert_eq!(c.queue_name(), "jobs");
+}
+
+#[test]
+fn flag_beats_env_beats_file_beats_default() {
+    let file = "queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nhttp_connections: 7\nhttp_path: /file\nmime_type: text/plain\n";
+    let env = [("SQSD_HTTP_CONNECTIONS", "8"), ("SQSD_HTTP_PATH", "/env")];
+    let flags = [("http_path", "/flag")];
+    let loaded = load_with(&flags, &env, Some(file)).unwrap();
+    let c = loaded.config;
+    assert_eq!(c.http_path, "/flag");
+    assert_eq!(c.http_connections, 8);
+    assert_eq!(c.mime_type, "text/plain");
+    assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    assert_eq!(
+        loaded.layers.get("http_path").unwrap().1,
+        Source::Flag("http-path")
+    );
+    assert_eq!(
+        loaded.layers.get("http_connections").unwrap().1,
+        Source::Env("SQSD_HTTP_CONNECTIONS")
+    );
+}
+
+#[test]
+fn durations_accept_seconds_and_units() {
+    assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+    assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+    assert!(parse_duration("5 parsecs").is_err());
+    assert!(parse_duration("").is_err());
+    assert!(parse_duration("-1").is_err());
+}
+
+#[test]
+fn every_bad_setting_is_reported_with_its_source() {
+    let file = "http_connections: 0\nbogus_key: 1\n";
+    let env = [
+        ("SQSD_VISIBILITY_TIMEOUT", "99999"),
+        ("SQSD_SUCCESS_CODES", "3xx"),
+    ];
+    let flags = [("worker_url", "ftp://x"), ("connect_timeout", "soon")];
+    let err = load_with(&flags, &env, Some(file))
+        .err()
+        .expect("must fail");
+    let text = err.to_string();
+    let settings: Vec<&str> = err.problems.iter().map(|p| p.setting.as_str()).collect();
+    for s in [
+        "queue_url",
+        "http_connections",
+        "bogus_key",
+        "visibility_timeout",
+        "success_codes",
+        "worker_url",
+        "connect_timeout",
+    ] {
+        assert!(settings.contains(&s), "{s} missing from {text}");
+    }
+    assert!(
+        text.contains("environment variable SQSD_VISIBILITY_TIMEOUT"),
+        "{text}"
+    );
+    assert!(text.contains("flag --worker-url"), "{text}");
+    assert!(text.contains("allowed 1 to 1000"), "{text}");
+    assert!(text.contains("unknown key"), "{text}");
+}
+
+#[test]
+fn ranges_are_enforced_at_both_ends() {
+    let cases = [
+        ("http_connections", "1001"),
+        ("connect_timeout", "61"),
+        ("connect_timeout", "500ms"),
+        ("inactivity_timeout", "36001"),
+        ("visibility_timeout", "43201"),
+        ("visibility_timeout", "1.5"),
+        ("error_visibility_timeout", "43201"),
+        ("retention_period", "59"),
+        ("retention_period", "1209601"),
+        ("max_retries", "0"),
+        ("max_retries", "101"),
+        ("http_path", "relative"),
+        ("http_path", "//host/x"),
+        ("mime_type", "json"),
+        ("admin_addr", "localhost"),
+        ("log_format", "xml"),
+        ("queue_url", "not a url"),
+    ];
+    for (key, value) in cases {
+        let err = load_with(&[("queue_url", QUEUE), (key, value)], &[], None)
+            .err()
+            .unwrap_or_else(|| panic!("{key}={value} accepted"));
+        assert_eq!(err.problems.len(), 1, "{key}={value}: {err}");
+        assert_eq!(err.problems[0].setting, key);
+    }
+    let ok = load_with(
+        &[
+            ("queue_url", QUEUE),
+            ("visibility_timeout", "0"),
+            ("success_codes", "2xx"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(ok.visibility_timeout, 0);
+    assert_eq!(ok.success_codes, SuccessCodes::Any2xx);
+}
+
+#[test]
+fn unreadable_file_and_config_key_in_file_are_errors() {
+    let err = load_with(
+        &[("queue_url", QUEUE), ("config", "/nonexistent/sqsd.yaml")],
+        &[],
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("/nonexistent/sqsd.yaml"), "{err}");
+    let err = load_with(&[("queue_url", QUEUE)], &[], Some("config: other.yaml\n"))
+        .err()
+        .unwrap();
+    assert_eq!(err.problems[0].setting, "config");
+}
+
+#[test]
+fn empty_environment_values_count_as_unset() {
+    let c = load_with(&[("queue_url", QUEUE)], &[("SQSD_HTTP_PATH", "")], None)
+        .unwrap()
+        .config;
+    assert_eq!(c.http_path, "/");
+}
+
+#[test]
+fn worker_url_loses_its_trailing_slash() {
+    let c = load_with(
+        &[
+            ("queue_url", QUEUE),
+            ("worker_url", "http://127.0.0.1:8080/app/"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.worker_url, "http://127.0.0.1:8080/app");
+}

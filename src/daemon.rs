@@ -1,0 +1,180 @@
+//! Wiring one daemon together and taking it down cleanly.
+//!
+//! [`run`] takes its shutdown trigger as a parameter, so callers (signal
+//! handling in `main`, or tests) decide when it stops. Shutdown order:
+//! stop receiving, release messages not yet started, wait for in-flight POSTs
+//! up to the drain timeout (then abandon and release them), flush every
+//! pending delete and visibility change, stop the admin listener.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::deliver::{self, Dispatcher};
+use crate::health::Health;
+use crate::message::Template;
+use crate::metrics::Metrics;
+use crate::policy::SystemClock;
+use crate::poller::{poller_count, Poller};
+use crate::settle::Settler;
+use crate::sqs::{self, Queue, QueueError, MAX_BATCH};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot listen on admin address {addr}: {source}")]
+    AdminBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("a receive loop stopped unexpectedly")]
+    LoopDied,
+}
+
+impl RunError {
+    /// Process exit code: 64 (EX_USAGE) for a queue that cannot be used, as
+    /// for other configuration mistakes; 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Queue(_) => 64,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled, then drains and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+
+    let listener = admin::bind(config.admin_addr)
+        .await
+        .map_err(|source| RunError::AdminBind {
+            addr: config.admin_addr,
+            source,
+        })?;
+    let admin_addr = listener.local_addr().unwrap_or(config.admin_addr);
+    tracing::info!(addr = %admin_addr, "admin endpoints listening (/healthz, /readyz, /metrics)");
+    let admin_stop = CancellationToken::new();
+    let admin_task = tokio::spawn(admin::serve(
+        listener,
+        Admin {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        },
+        admin_stop.clone(),
+    ));
+
+    let queue = Queue {
+        client: sqs::client(&config).await,
+        url: config.queue_url.clone(),
+        metrics: metrics.clone(),
+    };
+    let attributes = tokio::select! {
+        checked = queue.check() => checked?,
+        _ = shutdown.cancelled() => {
+            admin_stop.cancel();
+            return Ok(());
+        }
+    };
+    sqs::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
+
+    let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
+    let dispatcher = Arc::new(Dispatcher {
+        http: deliver::http_client(&config)?,
+        template: Template::new(
+            &config.worker_url,
+            &config.http_path,
+            &config.mime_type,
+            config.queue_name(),
+        ),
+        success_codes: config.success_codes,
+        error_visibility_s: config.error_visibility_timeout,
+        visibility_s: config.visibility_timeout,
+        retention: config.retention_period,
+        settler,
+        metrics: metrics.clone(),
+        clock: Arc::new(SystemClock),
+    });
+
+    let slots = Arc::new(Semaphore::new(config.http_connections));
+    let deliveries = TaskTracker::new();
+    let abort = CancellationToken::new();
+    let mut pollers = JoinSet::new();
+    let count = poller_count(config.http_connections);
+    for _ in 0..count {
+        pollers.spawn(
+            Poller {
+                queue: queue.clone(),
+                dispatcher: dispatcher.clone(),
+                slots: slots.clone(),
+                per_poll: config.http_connections.min(MAX_BATCH),
+                visibility_s: config.visibility_timeout,
+                health: health.clone(),
+                deliveries: deliveries.clone(),
+                stop: shutdown.clone(),
+                abort: abort.clone(),
+            }
+            .run(),
+        );
+    }
+    drop(dispatcher);
+    tracing::info!(
+        queue = %config.queue_url,
+        worker = %format!("{}{}", config.worker_url, config.http_path),
+        http_connections = config.http_connections,
+        pollers = count,
+        "sqsd started"
+    );
+
+    let mut result = Ok(());
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = pollers.join_next() => {
+            health.died();
+            tracing::error!("a receive loop stopped unexpectedly; shutting down");
+            result = Err(RunError::LoopDied);
+        }
+    }
+
+    // Stop receiving. Pollers watch `shutdown`; after a loop died, stop them
+    // by aborting.
+    health.shutting_down();
+    pollers.abort_all();
+    while pollers.join_next().await.is_some() {}
+
+    deliveries.close();
+    let in_flight = deliveries.len();
+    if in_flight > 0 {
+        tracing::info!(in_flight, drain_timeout = ?config.drain_timeout, "draining in-flight POSTs");
+    }
+    if tokio::time::timeout(config.drain_timeout, deliveries.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            abandoned = deliveries.len(),
+            "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
+        );
+        abort.cancel();
+        deliveries.wait().await;
+    }
+
+    // Every Settler handle is gone now; the settler flushes and ends.
+    if settler_task.await.is_err() {
+        tracing::error!("the settler stopped abnormally; some settles may be lost");
+    }
+    admin_stop.cancel();
+    let _ = admin_task.await;
+    tracing::info!("sqsd stopped");
+    result
+}

@@ -1,0 +1,210 @@
+//! Delivering one message: the POST to the application, what its outcome
+//! means, and handing the settlement to the [`Settler`].
+//!
+//! While a POST runs longer than most of the visibility timeout, the
+//! message's visibility is extended, so slow work is not handed to a second
+//! worker behind its back (beyond EB, which lets it reappear).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, SuccessCodes};
+use crate::message::{Incoming, Template};
+use crate::metrics::Metrics;
+use crate::policy::{self, Clock, Outcome, Settlement};
+use crate::settle::{Action, Settler};
+
+/// The HTTP client for the application: keep-alive, no proxies, no redirects.
+pub fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.inactivity_timeout)
+        .pool_max_idle_per_host(config.http_connections)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .http1_only()
+        .http1_title_case_headers()
+        .tcp_nodelay(true)
+        .build()
+}
+
+/// Delivers messages and settles them.
+pub struct Dispatcher {
+    pub http: reqwest::Client,
+    pub template: Template,
+    pub success_codes: SuccessCodes,
+    pub error_visibility_s: u32,
+    pub visibility_s: u32,
+    pub retention: Duration,
+    pub settler: Settler,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Dispatcher {
+    /// Delivers one message and settles it. When `abort` fires first, the
+    /// POST is abandoned and the message made visible again at once.
+    pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) {
+        if policy::is_expired(
+            msg.first_received_at_ms,
+            self.clock.now_ms(),
+            self.retention,
+        ) {
+            self.metrics.expired.inc();
+            tracing::info!(message_id = %msg.id, "message outlived the retention period; deleting it unsent");
+            self.settler
+                .settle(&msg.id, &msg.receipt_handle, Action::Delete);
+            return;
+        }
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let outcome = tokio::select! {
+            outcome = self.post_keeping_invisible(&msg) => outcome,
+            _ = abort.cancelled() => {
+                self.metrics.in_flight.dec();
+                self.metrics.released.inc();
+                tracing::warn!(message_id = %msg.id, "drain timeout: POST abandoned, message released");
+                self.settler.settle(&msg.id, &msg.receipt_handle, Action::ChangeVisibility(0));
+                return;
+            }
+        };
+        self.metrics.in_flight.dec();
+        let elapsed = started.elapsed();
+        if !matches!(outcome, Outcome::Refused(_)) {
+            self.metrics.post_duration.observe(elapsed.as_secs_f64());
+        }
+        let label = outcome.label(self.success_codes);
+        self.metrics.delivered.with_label_values(&[label]).inc();
+
+        match policy::settle(&outcome, self.success_codes, self.error_visibility_s) {
+            Settlement::Delete => {
+                self.settler
+                    .settle(&msg.id, &msg.receipt_handle, Action::Delete);
+            }
+            Settlement::Retry(after_s) => {
+                let (status, error) = match &outcome {
+                    Outcome::Status { status, .. } => (Some(*status), None),
+                    Outcome::ConnectFailed(e) | Outcome::Failed(e) | Outcome::Refused(e) => {
+                        (None, Some(e.as_str()))
+                    }
+                    Outcome::TimedOut => {
+                        (None, Some("no complete response within inactivity_timeout"))
+                    }
+                };
+                tracing::warn!(
+                    message_id = %msg.id,
+                    receive_count = msg.receive_count.unwrap_or(0),
+                    status,
+                    error,
+                    outcome = label,
+                    duration_ms = elapsed.as_millis() as u64,
+                    retry_in_s = after_s,
+                    "delivery failed; message will be visible again"
+                );
+                self.settler.settle(
+                    &msg.id,
+                    &msg.receipt_handle,
+                    Action::ChangeVisibility(after_s),
+                );
+            }
+        }
+    }
+
+    /// The POST, extending visibility while it runs past 3/4 of the timeout.
+    async fn post_keeping_invisible(&self, msg: &Incoming) -> Outcome {
+        let post = self.post(msg);
+        if self.visibility_s == 0 {
+            return post.await;
+        }
+        tokio::pin!(post);
+        let period = Duration::from_secs(u64::from(self.visibility_s)).mul_f64(0.75);
+        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+        loop {
+            tokio::select! {
+                outcome = &mut post => return outcome,
+                _ = ticks.tick() => {
+                    self.metrics.visibility_extended.inc();
+                    tracing::debug!(message_id = %msg.id, "POST still running; extending visibility");
+                    self.settler.settle(&msg.id, &msg.receipt_handle,
+                        Action::ChangeVisibility(self.visibility_s));
+                }
+            }
+        }
+    }
+
+    async fn post(&self, msg: &Incoming) -> Outcome {
+        let request = match self.template.request(msg) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(message_id = %msg.id, error = %e, "refusing the message's beanstalk.sqsd.path");
+                return Outcome::Refused(format!("path refused: {e}"));
+            }
+        };
+        for (name, why) in &request.dropped {
+            self.metrics
+                .attributes_dropped
+                .with_label_values(&[why.as_str()])
+                .inc();
+            tracing::warn!(message_id = %msg.id, attribute = %name, reason = why.as_str(),
+                "attribute is not a valid header; not sent");
+        }
+        let mut headers = HeaderMap::with_capacity(request.headers.len());
+        for (name, value) in request.headers {
+            headers.append(name, value);
+        }
+        let sent = self
+            .http
+            .post(&request.url)
+            .headers(headers)
+            .body(request.body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => return classify(&e),
+        };
+        let status = response.status().as_u16();
+        let retry_after_s = (status == 429)
+            .then(|| response.headers().get(http::header::RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| policy::parse_retry_after(v, self.clock.now_ms()));
+        // Read the whole answer: it completes the exchange and frees the
+        // connection for keep-alive.
+        match response.bytes().await {
+            Ok(_) => Outcome::Status {
+                status,
+                retry_after_s,
+            },
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+fn classify(e: &reqwest::Error) -> Outcome {
+    let text = error_chain(e);
+    if e.is_connect() {
+        Outcome::ConnectFailed(text)
+    } else if e.is_timeout() {
+        Outcome::TimedOut
+    } else {
+        Outcome::Failed(text)
+    }
+}
+
+/// An error with its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

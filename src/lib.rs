@@ -1,0 +1,137 @@
+//! sqsd: a drop-in replacement for the AWS Elastic Beanstalk worker daemon.
+//!
+//! The binary is a thin shell around [`main_with`]; the daemon itself is
+//! [`daemon::run`], which takes its shutdown trigger as a parameter.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod deliver;
+pub mod health;
+pub mod logging;
+pub mod message;
+pub mod metrics;
+pub mod policy;
+pub mod poller;
+pub mod settle;
+pub mod signals;
+pub mod sqs;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use cli::Mode;
+use config::{Inputs, Layers, OPTIONS};
+
+/// Exit code for bad configuration (EX_USAGE).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// Runs the command line `args` with environment lookup `env`.
+pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    let cli = match cli::parse(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let inputs = Inputs {
+        flags: &cli.flags,
+        env,
+    };
+    if cli.mode == Mode::Healthcheck {
+        return healthcheck(&inputs);
+    }
+    let loaded = match config::load(&inputs) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sqsd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if cli.mode == Mode::CheckConfig {
+        print!("{}", effective_config(&loaded.layers));
+        return ExitCode::SUCCESS;
+    }
+    let config = loaded.config;
+    logging::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sqsd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = match signals::install() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("sqsd: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match daemon::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "sqsd cannot run");
+                eprintln!("sqsd: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+/// The effective configuration as YAML, each line saying where it came from.
+pub fn effective_config(layers: &Layers) -> String {
+    let mut out = String::from("# sqsd effective configuration\n");
+    if let Some(f) = layers.file() {
+        out.push_str(&format!("# file: {}\n", f.display()));
+    }
+    for o in OPTIONS {
+        match layers.get(o.key) {
+            Some((value, source)) => {
+                let quoted = serde_json::to_string(value).unwrap_or_default();
+                out.push_str(&format!("{}: {quoted}  # {source}\n", o.key));
+            }
+            None => out.push_str(&format!("{}: ~  # not set\n", o.key)),
+        }
+    }
+    out
+}
+
+fn healthcheck(inputs: &Inputs<'_>) -> ExitCode {
+    let layers = Layers::gather(inputs);
+    let Some((text, source)) = layers.get(config::ADMIN_ADDR) else {
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let Ok(addr) = text.parse() else {
+        eprintln!("sqsd: admin_addr {text:?} (from {source}) is not an address");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let answer = match runtime {
+        Ok(rt) => rt.block_on(admin::probe(addr, "/healthz")),
+        Err(e) => Err(e.to_string()),
+    };
+    match answer {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("sqsd: {addr}/healthz is not healthy");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sqsd: health check failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

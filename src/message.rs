@@ -1,0 +1,465 @@
+//! Turning a received SQS message into the HTTP request the application sees:
+//! the path, the body and every `X-Aws-Sqsd-*` header, exactly as Elastic
+//! Beanstalk's daemon sends them.
+//!
+//! Nothing from the queue is trusted: a per-message path can only ever be a
+//! path on the configured application, and attribute names or values that
+//! are not valid in a header are dropped (and reported), never passed on.
+
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use http::{HeaderName, HeaderValue};
+
+/// Attribute that overrides `http_path` for one message.
+pub const PATH_ATTR: &str = "beanstalk.sqsd.path";
+/// Attribute naming the periodic task a message stands for.
+pub const TASK_NAME_ATTR: &str = "beanstalk.sqsd.task_name";
+/// Attribute holding a periodic task's tick, as `YYYY-MM-DD HH:MM:SS UTC`.
+pub const SCHEDULED_TIME_ATTR: &str = "beanstalk.sqsd.scheduled_time";
+/// Body of a periodic-task message.
+pub const TASK_BODY: &str = "elasticbeanstalk scheduled job";
+
+/// `User-Agent` of every POST; applications match on the `aws-sqsd/` prefix.
+pub const USER_AGENT: &str = concat!("aws-sqsd/3.0 (sqsd ", env!("CARGO_PKG_VERSION"), ")");
+
+/// A received message, in the daemon's own terms.
+#[derive(Clone, Debug, Default)]
+pub struct Incoming {
+    pub id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// Milliseconds since the epoch, as SQS reports them.
+    pub sent_at_ms: Option<i64>,
+    pub first_received_at_ms: Option<i64>,
+    pub receive_count: Option<u32>,
+    pub sender_id: Option<String>,
+    pub trace_header: Option<String>,
+    /// String and Number attributes by name; Binary ones are left out.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl From<Message> for Incoming {
+    fn from(m: Message) -> Self {
+        let mut sys = m.attributes.unwrap_or_default();
+        let mut take = |k: SysAttr| sys.remove(&k);
+        let millis = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
+        let sent_at_ms = millis(take(SysAttr::SentTimestamp));
+        let first_received_at_ms = millis(take(SysAttr::ApproximateFirstReceiveTimestamp));
+        let receive_count =
+            take(SysAttr::ApproximateReceiveCount).and_then(|s| s.parse::<u32>().ok());
+        let sender_id = take(SysAttr::SenderId);
+        let trace_header = take(SysAttr::AwsTraceHeader);
+        let mut attributes: Vec<(String, String)> = m
+            .message_attributes
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, v)| {
+                let t = v.data_type();
+                t.starts_with("String") || t.starts_with("Number")
+            })
+            .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+            .collect();
+        attributes.sort();
+        Incoming {
+            id: m.message_id.unwrap_or_default(),
+            receipt_handle: m.receipt_handle.unwrap_or_default(),
+            body: m.body.unwrap_or_default(),
+            sent_at_ms,
+            first_received_at_ms,
+            receive_count,
+            sender_id,
+            trace_header,
+            attributes,
+        }
+    }
+}
+
+impl Incoming {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether this message is a periodic task in Elastic Beanstalk's format.
+    pub fn task_name(&self) -> Option<&str> {
+        self.attribute(TASK_NAME_ATTR)
+    }
+}
+
+/// Why a per-message path was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("must start with /")]
+    NotAbsolute,
+    #[error("must not start with // or /\\ (that names another host)")]
+    NetworkPath,
+    #[error("must not contain spaces, backslashes or control characters")]
+    BadCharacter,
+    #[error("would leave the application's origin")]
+    OtherOrigin,
+}
+
+/// Checks that `path` can only ever be a path (and query) on the application.
+pub fn check_path(path: &str) -> Result<&str, PathError> {
+    if !path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if path.starts_with("//") || path.starts_with("/\\") {
+        return Err(PathError::NetworkPath);
+    }
+    if path
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+    {
+        return Err(PathError::BadCharacter);
+    }
+    Ok(path)
+}
+
+/// Why an attribute was not sent as a header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// The attribute name is not a valid header-name token.
+    BadName,
+    /// The value holds control characters (CR, LF, NUL, ...).
+    BadValue,
+}
+
+impl Dropped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::BadName => "bad_name",
+            Dropped::BadValue => "bad_value",
+        }
+    }
+}
+
+/// Everything needed to send one POST.
+#[derive(Debug)]
+pub struct Request {
+    /// Full URL: the application base joined with the path.
+    pub url: String,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+    /// Attributes left out, with the reason, for counting and logging.
+    pub dropped: Vec<(String, Dropped)>,
+}
+
+/// Fixed parts of every request, prepared once.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// Application base URL without trailing slash.
+    pub worker_url: String,
+    pub default_path: String,
+    pub content_type: HeaderValue,
+    pub queue_name: HeaderValue,
+    origin: Option<url_origin::Origin>,
+}
+
+mod url_origin {
+    /// Scheme, host and port of a URL, for checking that a join stayed home.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Origin(String, Option<String>, Option<u16>);
+
+    pub fn of(url: &str) -> Option<Origin> {
+        let u = reqwest::Url::parse(url).ok()?;
+        Some(Origin(
+            u.scheme().into(),
+            u.host_str().map(Into::into),
+            u.port_or_known_default(),
+        ))
+    }
+}
+
+impl Template {
+    pub fn new(worker_url: &str, default_path: &str, mime_type: &str, queue_name: &str) -> Self {
+        Template {
+            worker_url: worker_url.trim_end_matches('/').to_string(),
+            default_path: default_path.to_string(),
+            content_type: HeaderValue::from_str(mime_type)
+                .unwrap_or(HeaderValue::from_static("application/json")),
+            queue_name: header_value(queue_name).unwrap_or(HeaderValue::from_static("")),
+            origin: url_origin::of(worker_url),
+        }
+    }
+
+    /// Builds the POST for a message, or says why its path is refused.
+    pub fn request(&self, m: &Incoming) -> Result<Request, PathError> {
+        let path_attr = m.attribute(PATH_ATTR);
+        let path = check_path(path_attr.unwrap_or(&self.default_path))?;
+        let url = format!("{}{}", self.worker_url, path);
+        if url_origin::of(&url) != self.origin {
+            return Err(PathError::OtherOrigin);
+        }
+
+        let mut headers = Vec::with_capacity(12 + m.attributes.len());
+        let mut add = |name: &'static str, value: HeaderValue| {
+            headers.push((HeaderName::from_static(name), value));
+        };
+        add("user-agent", HeaderValue::from_static(USER_AGENT));
+        add("content-type", self.content_type.clone());
+        add("x-aws-sqsd-msgid", text_or_empty(&m.id));
+        add("x-aws-sqsd-queue", self.queue_name.clone());
+        add(
+            "x-aws-sqsd-first-received-at",
+            timestamp(m.first_received_at_ms),
+        );
+        add("x-aws-sqsd-sent-at", timestamp(m.sent_at_ms));
+        let count = m.receive_count.map(|c| c.to_string()).unwrap_or_default();
+        add("x-aws-sqsd-receive-count", text_or_empty(&count));
+        add(
+            "x-aws-sqsd-sender-id",
+            text_or_empty(m.sender_id.as_deref().unwrap_or("")),
+        );
+        add("x-aws-sqsd-path", text_or_empty(path_attr.unwrap_or("")));
+        if let Some(trace) = m.trace_header.as_deref().and_then(header_value) {
+            add("x-amzn-trace-id", trace);
+        }
+
+        let mut dropped = Vec::new();
+        let task = m.task_name();
+        if let Some(name) = task {
+            match header_value(name) {
+                Some(v) => add("x-aws-sqsd-taskname", v),
+                None => dropped.push((TASK_NAME_ATTR.to_string(), Dropped::BadValue)),
+            }
+            let scheduled = m.attribute(SCHEDULED_TIME_ATTR).unwrap_or("");
+            match header_value(&scheduled_at(scheduled)) {
+                Some(v) => add("x-aws-sqsd-scheduled-at", v),
+                None => dropped.push((SCHEDULED_TIME_ATTR.to_string(), Dropped::BadValue)),
+            }
+        }
+        for (name, value) in &m.attributes {
+            if name.starts_with("beanstalk.sqsd.") {
+                continue;
+            }
+            let Ok(header) = HeaderName::from_bytes(format!("x-aws-sqsd-attr-{name}").as_bytes())
+            else {
+                dropped.push((name.clone(), Dropped::BadName));
+                continue;
+            };
+            match header_value(value) {
+                Some(v) => headers.push((header, v)),
+                None => dropped.push((name.clone(), Dropped::BadValue)),
+            }
+        }
+
+        let body = if task.is_some() {
+            Bytes::new()
+        } else {
+            Bytes::from(m.body.clone())
+        };
+        Ok(Request {
+            url,
+            headers,
+            body,
+            dropped,
+        })
+    }
+}
+
+/// A header value, or `None` when the text holds any control character.
+/// Non-ASCII UTF-8 is passed through as its bytes.
+pub fn header_value(text: &str) -> Option<HeaderValue> {
+    if text.chars().any(char::is_control) {
+        return None;
+    }
+    HeaderValue::from_bytes(text.as_bytes()).ok()
+}
+
+fn text_or_empty(text: &str) -> HeaderValue {
+    header_value(text).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// Epoch milliseconds as `2019-11-14T00:47:00Z`; empty when unknown.
+fn timestamp(ms: Option<i64>) -> HeaderValue {
+    let text = ms
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .map(iso8601)
+        .unwrap_or_default();
+    text_or_empty(&text)
+}
+
+pub fn iso8601(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Elastic Beanstalk's `2019-11-14 00:47:00 UTC` as ISO 8601; other text as is.
+pub fn scheduled_at(eb: &str) -> String {
+    let trimmed = eb.trim().trim_end_matches("UTC").trim_end();
+    match NaiveDateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S") {
+        Ok(t) => iso8601(t.and_utc()),
+        Err(_) => eb.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template() -> Template {
+        Template::new("http://127.0.0.1:8080", "/work", "application/json", "jobs")
+    }
+
+    fn message() -> Incoming {
+        Incoming {
+            id: "m-1".into(),
+            receipt_handle: "r".into(),
+            body: "{\"a\":1}".into(),
+            sent_at_ms: Some(1_573_692_420_123),
+            first_received_at_ms: Some(1_573_692_421_999),
+            receive_count: Some(3),
+            sender_id: Some("AIDAEXAMPLE".into()),
+            trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+            attributes: vec![("color".into(), "blue".into()), ("n".into(), "42".into())],
+        }
+    }
+
+    fn get<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.to_str().unwrap())
+    }
+
+    #[test]
+    fn headers_have_the_documented_values() {
+        let r = template().request(&message()).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1:8080/work");
+        assert!(get(&r, "user-agent").unwrap().starts_with("aws-sqsd/"));
+        assert_eq!(get(&r, "content-type"), Some("application/json"));
+        assert_eq!(get(&r, "x-aws-sqsd-msgid"), Some("m-1"));
+        assert_eq!(get(&r, "x-aws-sqsd-queue"), Some("jobs"));
+        assert_eq!(get(&r, "x-aws-sqsd-sent-at"), Some("2019-11-14T00:47:00Z"));
+        assert_eq!(
+            get(&r, "x-aws-sqsd-first-received-at"),
+            Some("2019-11-14T00:47:01Z")
+        );
+        assert_eq!(get(&r, "x-aws-sqsd-receive-count"), Some("3"));
+        assert_eq!(get(&r, "x-aws-sqsd-sender-id"), Some("AIDAEXAMPLE"));
+        assert_eq!(get(&r, "x-aws-sqsd-path"), Some(""));
+        assert_eq!(
+            get(&r, "x-amzn-trace-id"),
+            Some("Root=1-5759e988-bd862e3fe1be46a994272793")
+        );
+        assert_eq!(get(&r, "x-aws-sqsd-attr-color"), Some("blue"));
+        assert_eq!(get(&r, "x-aws-sqsd-attr-n"), Some("42"));
+        assert_eq!(get(&r, "x-aws-sqsd-taskname"), None);
+        assert_eq!(&r.body[..], b"{\"a\":1}");
+    }
+
+    #[test]
+    fn per_message_path_is_used_and_echoed() {
+        let mut m = message();
+        m.attributes.push((PATH_ATTR.into(), "/other?x=1".into()));
+        let r = template().request(&m).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1:8080/other?x=1");
+        assert_eq!(get(&r, "x-aws-sqsd-path"), Some("/other?x=1"));
+        assert_eq!(get(&r, "x-aws-sqsd-attr-beanstalk.sqsd.path"), None);
+    }
+
+    #[test]
+    fn paths_that_leave_the_application_are_refused() {
+        for bad in [
+            "//evil.example/x",
+            "http://evil.example/x",
+            "https://evil.example",
+            "/\\evil.example/x",
+            "evil.example/x",
+            "",
+            "/a\r\nHost: evil",
+            "/a b",
+            "/a\\b",
+        ] {
+            let mut m = message();
+            m.attributes.push((PATH_ATTR.into(), bad.into()));
+            assert!(template().request(&m).is_err(), "{bad:?} accepted");
+        }
+        for good in ["/", "/a/b", "/@evil.example", "/a:80", "/%2F%2Fx", "/../x"] {
+            let mut m = message();
+            m.attributes.push((PATH_ATTR.into(), good.into()));
+            let r = template()
+                .request(&m)
+                .unwrap_or_else(|e| panic!("{good:?}: {e}"));
+            assert!(r.url.starts_with("http://127.0.0.1:8080/"), "{}", r.url);
+        }
+    }
+
+    #[test]
+    fn unsafe_attributes_are_dropped_and_the_rest_kept() {
+        let mut m = message();
+        m.attributes
+            .push(("evil".into(), "a\r\nX-Injected: 1".into()));
+        m.attributes.push(("nul".into(), "a\0b".into()));
+        m.attributes.push(("bad name".into(), "v".into()));
+        m.attributes.push(("unicode".into(), "café".into()));
+        let r = template().request(&m).unwrap();
+        assert_eq!(get(&r, "x-aws-sqsd-attr-evil"), None);
+        assert_eq!(get(&r, "x-injected"), None);
+        assert_eq!(get(&r, "x-aws-sqsd-attr-nul"), None);
+        assert_eq!(get(&r, "x-aws-sqsd-attr-color"), Some("blue"));
+        let uni = r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "x-aws-sqsd-attr-unicode")
+            .unwrap();
+        assert_eq!(uni.1.as_bytes(), "café".as_bytes());
+        let mut reasons: Vec<_> = r.dropped.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        reasons.sort_by_key(|(n, _)| n.to_string());
+        assert_eq!(
+            reasons,
+            vec![
+                ("bad name", Dropped::BadName),
+                ("evil", Dropped::BadValue),
+                ("nul", Dropped::BadValue)
+            ]
+        );
+    }
+
+    #[test]
+    fn periodic_task_has_task_headers_and_empty_body() {
+        let mut m = message();
+        m.body = TASK_BODY.into();
+        m.attributes = vec![
+            (PATH_ATTR.into(), "/backup".into()),
+            (TASK_NAME_ATTR.into(), "backup-job".into()),
+            (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
+        ];
+        let r = template().request(&m).unwrap();
+        assert_eq!(r.url, "http://127.0.0.1:8080/backup");
+        assert_eq!(get(&r, "x-aws-sqsd-taskname"), Some("backup-job"));
+        assert_eq!(
+            get(&r, "x-aws-sqsd-scheduled-at"),
+            Some("2019-11-14T00:47:00Z")
+        );
+        assert!(r.body.is_empty());
+        assert!(r
+            .headers
+            .iter()
+            .all(|(k, _)| !k.as_str().starts_with("x-aws-sqsd-attr-")));
+    }
+
+    #[test]
+    fn missing_system_attributes_give_empty_headers() {
+        let m = Incoming {
+            id: "x".into(),
+            ..Default::default()
+        };
+        let r = template().request(&m).unwrap();
+        assert_eq!(get(&r, "x-aws-sqsd-sent-at"), Some(""));
+        assert_eq!(get(&r, "x-aws-sqsd-receive-count"), Some(""));
+        assert_eq!(get(&r, "x-amzn-trace-id"), None);
+    }
+
+    #[test]
+    fn worker_url_with_a_base_path_keeps_it() {
+        let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
+        assert_eq!(
+            t.request(&message()).unwrap().url,
+            "http://localhost:8080/api/"
+        );
+    }
+}

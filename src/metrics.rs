@@ -1,0 +1,176 @@
+//! Prometheus metrics of one daemon, registered in a registry of its own so
+//! that several daemons (in tests) never share counters.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric the daemon moves.
+pub struct Metrics {
+    registry: Registry,
+    pub received: IntCounter,
+    pub delivered: IntCounterVec,
+    pub deleted: IntCounter,
+    pub expired: IntCounter,
+    pub in_flight: IntGauge,
+    pub post_duration: Histogram,
+    pub sqs_requests: IntCounterVec,
+    pub settle_failures: IntCounterVec,
+    pub attributes_dropped: IntCounterVec,
+    pub visibility_extended: IntCounter,
+    pub released: IntCounter,
+    pub tasks_enqueued: IntCounterVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let in_flight =
+            IntGauge::new("sqsd_messages_in_flight", "POSTs in flight now").expect("valid metric");
+        r.register(Box::new(in_flight.clone()))
+            .expect("unique metric");
+        let post_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "sqsd_post_duration_seconds",
+                "Duration of POSTs to the application",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ]),
+        )
+        .expect("valid metric");
+        r.register(Box::new(post_duration.clone()))
+            .expect("unique metric");
+        let build = IntGaugeVec::new(
+            Opts::new("sqsd_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build.clone())).expect("unique metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        Metrics {
+            received: counter(
+                &r,
+                "sqsd_messages_received_total",
+                "Messages received from SQS",
+            ),
+            delivered: counter_vec(
+                &r,
+                "sqsd_messages_delivered_total",
+                "POSTs finished, by outcome",
+                &["outcome"],
+            ),
+            deleted: counter(
+                &r,
+                "sqsd_messages_deleted_total",
+                "Messages deleted from the queue",
+            ),
+            expired: counter(
+                &r,
+                "sqsd_messages_expired_total",
+                "Messages deleted unsent because they outlived the retention period",
+            ),
+            in_flight,
+            post_duration,
+            sqs_requests: counter_vec(
+                &r,
+                "sqsd_sqs_requests_total",
+                "SQS API requests, by action and result",
+                &["action", "result"],
+            ),
+            settle_failures: counter_vec(
+                &r,
+                "sqsd_settle_failures_total",
+                "Deletes or visibility changes that failed for good",
+                &["action"],
+            ),
+            attributes_dropped: counter_vec(
+                &r,
+                "sqsd_attributes_dropped_total",
+                "Message attributes not sent because they are not valid headers",
+                &["reason"],
+            ),
+            visibility_extended: counter(
+                &r,
+                "sqsd_visibility_extensions_total",
+                "Visibility extensions for POSTs still running near the visibility timeout",
+            ),
+            released: counter(
+                &r,
+                "sqsd_messages_released_total",
+                "Messages made visible again at shutdown without being delivered",
+            ),
+            tasks_enqueued: counter_vec(
+                &r,
+                "sqsd_periodic_tasks_enqueued_total",
+                "Periodic-task messages enqueued, by task",
+                &["task"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// Counts one SQS API request.
+    pub fn sqs_request(&self, action: &str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.sqs_requests.with_label_values(&[action, result]).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_contract_metrics() {
+        let m = Metrics::new();
+        m.received.inc();
+        m.delivered.with_label_values(&["success"]).inc();
+        m.sqs_request("ReceiveMessage", true);
+        m.post_duration.observe(0.01);
+        let text = m.render();
+        for name in [
+            "sqsd_messages_received_total 1",
+            "sqsd_messages_delivered_total{outcome=\"success\"} 1",
+            "sqsd_messages_deleted_total 0",
+            "sqsd_messages_expired_total 0",
+            "sqsd_messages_in_flight 0",
+            "sqsd_post_duration_seconds_count 1",
+            "sqsd_sqs_requests_total{action=\"ReceiveMessage\",result=\"ok\"} 1",
+            "sqsd_build_info{version=",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

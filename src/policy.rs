@@ -1,0 +1,252 @@
+//! Decisions that depend only on numbers and time: how to settle a POST's
+//! outcome, whether a message has outlived the retention period, and how long
+//! to back off after an SQS error. Time comes from a [`Clock`] so tests can
+//! fix it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::config::SuccessCodes;
+
+/// Longest visibility timeout SQS accepts, in seconds.
+pub const MAX_VISIBILITY_S: u32 = 43_200;
+
+/// Wall-clock time in epoch milliseconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// What happened to one POST.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The application answered with this status.
+    Status {
+        status: u16,
+        /// `Retry-After` in seconds, when the answer carried a usable one.
+        retry_after_s: Option<u32>,
+    },
+    /// No connection within `connect_timeout`, refused or reset.
+    ConnectFailed(String),
+    /// No complete answer within `inactivity_timeout`.
+    TimedOut,
+    /// Any other transport failure.
+    Failed(String),
+    /// The message's path was refused; nothing was sent.
+    Refused(String),
+}
+
+impl Outcome {
+    /// Short label for metrics.
+    pub fn label(&self, codes: SuccessCodes) -> &'static str {
+        match self {
+            Outcome::Status { status, .. } if codes.is_success(*status) => "success",
+            Outcome::Status {
+                status: 429,
+                retry_after_s: Some(_),
+            } => "retry_after",
+            Outcome::Status { .. } => "http_error",
+            Outcome::ConnectFailed(_) => "connect_error",
+            Outcome::TimedOut => "timeout",
+            Outcome::Failed(_) => "transport_error",
+            Outcome::Refused(_) => "refused_path",
+        }
+    }
+}
+
+/// What to do with the message afterwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    Delete,
+    /// Make it visible again after this many seconds.
+    Retry(u32),
+}
+
+/// Settling rules of the contract: success deletes; 429 with `Retry-After`
+/// waits as asked (capped); everything else waits `error_visibility_s`.
+pub fn settle(outcome: &Outcome, codes: SuccessCodes, error_visibility_s: u32) -> Settlement {
+    match outcome {
+        Outcome::Status { status, .. } if codes.is_success(*status) => Settlement::Delete,
+        Outcome::Status {
+            status: 429,
+            retry_after_s: Some(s),
+        } => Settlement::Retry((*s).min(MAX_VISIBILITY_S)),
+        _ => Settlement::Retry(error_visibility_s),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, relative to `now_ms`.
+pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u32> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(secs.min(u64::from(MAX_VISIBILITY_S)) as u32);
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta_ms = when.timestamp_millis() - now_ms;
+    let secs = (delta_ms.max(0) + 999) / 1000;
+    Some(secs.min(i64::from(MAX_VISIBILITY_S)) as u32)
+}
+
+/// Whether a message first received at `first_received_ms` is past retention.
+pub fn is_expired(first_received_ms: Option<i64>, now_ms: i64, retention: Duration) -> bool {
+    match first_received_ms {
+        Some(first) => now_ms.saturating_sub(first) > retention.as_millis() as i64,
+        None => false,
+    }
+}
+
+/// Capped exponential backoff with full jitter; reset after a success.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff {
+            base,
+            cap,
+            failures: 0,
+        }
+    }
+
+    /// The next delay; `unit` is a random number in [0, 1).
+    pub fn next_with(&mut self, unit: f64) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.failures.min(16));
+        let ceiling = exp.min(self.cap);
+        self.failures = self.failures.saturating_add(1);
+        // Half fixed, half random: never a busy loop, never in lock-step.
+        ceiling / 2 + ceiling.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+    }
+
+    pub fn next(&mut self) -> Duration {
+        self.next_with(fastrand::f64())
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FixedClock(i64);
+    impl Clock for FixedClock {
+        fn now_ms(&self) -> i64 {
+            self.0
+        }
+    }
+
+    fn status(s: u16) -> Outcome {
+        Outcome::Status {
+            status: s,
+            retry_after_s: None,
+        }
+    }
+
+    #[test]
+    fn only_200_deletes_by_default() {
+        let c = SuccessCodes::Only200;
+        assert_eq!(settle(&status(200), c, 2), Settlement::Delete);
+        assert_eq!(settle(&status(204), c, 2), Settlement::Retry(2));
+        assert_eq!(settle(&status(500), c, 2), Settlement::Retry(2));
+        assert_eq!(settle(&status(301), c, 7), Settlement::Retry(7));
+        let any = SuccessCodes::Any2xx;
+        assert_eq!(settle(&status(204), any, 2), Settlement::Delete);
+        assert_eq!(settle(&status(299), any, 2), Settlement::Delete);
+        assert_eq!(settle(&status(300), any, 2), Settlement::Retry(2));
+    }
+
+    #[test]
+    fn transport_failures_retry_after_error_visibility() {
+        let c = SuccessCodes::Only200;
+        for o in [
+            Outcome::TimedOut,
+            Outcome::ConnectFailed("refused".into()),
+            Outcome::Failed("reset".into()),
+            Outcome::Refused("//x".into()),
+        ] {
+            assert_eq!(settle(&o, c, 5), Settlement::Retry(5), "{o:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let c = SuccessCodes::Only200;
+        let o = Outcome::Status {
+            status: 429,
+            retry_after_s: Some(17),
+        };
+        assert_eq!(settle(&o, c, 2), Settlement::Retry(17));
+        assert_eq!(o.label(c), "retry_after");
+        let huge = Outcome::Status {
+            status: 429,
+            retry_after_s: Some(999_999),
+        };
+        assert_eq!(settle(&huge, c, 2), Settlement::Retry(MAX_VISIBILITY_S));
+        assert_eq!(settle(&status(429), c, 2), Settlement::Retry(2));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(parse_retry_after("120", now), Some(120));
+        assert_eq!(parse_retry_after(" 5 ", now), Some(5));
+        assert_eq!(parse_retry_after("99999999", now), Some(MAX_VISIBILITY_S));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(30)
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(0)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn retention_counts_from_first_receive() {
+        let clock = FixedClock(1_000_000_000);
+        let retention = Duration::from_secs(60);
+        let now = clock.now_ms();
+        assert!(!is_expired(Some(now - 60_000), now, retention));
+        assert!(is_expired(Some(now - 60_001), now, retention));
+        assert!(!is_expired(Some(now), now, retention));
+        assert!(!is_expired(None, now, retention));
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let highs: Vec<Duration> = (0..10).map(|_| b.next_with(0.999_999)).collect();
+        assert!(highs[0] <= Duration::from_millis(100));
+        assert!(highs[1] > highs[0] && highs[2] > highs[1]);
+        assert!(highs.iter().all(|d| *d <= Duration::from_secs(5)));
+        assert!(highs[9] > Duration::from_millis(4900));
+        b.reset();
+        assert_eq!(b.next_with(0.0), Duration::from_millis(50));
+        assert_eq!(b.next_with(0.0), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,150 @@
+//! The receive loop. Each poller first takes connection slots (semaphore
+//! permits), then long-polls for at most that many messages, and hands one
+//! slot to each message's delivery task: the daemon never holds a message it
+//! has no free connection for, and never runs more than `http_connections`
+//! POSTs. Several pollers run when `http_connections` exceeds one batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::deliver::Dispatcher;
+use crate::health::Health;
+use crate::message::Incoming;
+use crate::policy::Backoff;
+use crate::settle::Action;
+use crate::sqs::{Queue, MAX_BATCH};
+
+/// How long a poller holding some free slots waits for more before polling,
+/// so a busy daemon asks for full batches instead of one message at a time.
+const GATHER_WINDOW: Duration = Duration::from_millis(20);
+
+/// How many pollers `http_connections` needs.
+pub fn poller_count(http_connections: usize) -> usize {
+    http_connections.div_ceil(MAX_BATCH).max(1)
+}
+
+/// One receive loop.
+pub struct Poller {
+    pub queue: Queue,
+    pub dispatcher: Arc<Dispatcher>,
+    pub slots: Arc<Semaphore>,
+    pub per_poll: usize,
+    pub visibility_s: u32,
+    pub health: Arc<Health>,
+    pub deliveries: TaskTracker,
+    /// Stop receiving.
+    pub stop: CancellationToken,
+    /// Abandon deliveries (drain timeout passed).
+    pub abort: CancellationToken,
+}
+
+impl Poller {
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        loop {
+            let slots = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                slots = self.take_slots() => slots,
+            };
+            let Some(slots) = slots else { return };
+            let received = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return,
+                r = self.queue.receive(slots.num_permits(), self.visibility_s) => r,
+            };
+            match received {
+                Ok(messages) => {
+                    if backoff.failures() > 0 {
+                        tracing::info!("SQS is answering again");
+                    }
+                    backoff.reset();
+                    self.health.receive_ok();
+                    self.dispatch(messages, slots);
+                }
+                Err(e) => {
+                    drop(slots);
+                    self.health.receive_failed(&e.message);
+                    let delay = backoff.next();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                        failures = backoff.failures(), "receive from SQS failed");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for one free slot, then gathers up to `per_poll` of them.
+    async fn take_slots(&self) -> Option<OwnedSemaphorePermit> {
+        let mut slots = self.slots.clone().acquire_owned().await.ok()?;
+        let deadline = Instant::now() + GATHER_WINDOW;
+        while slots.num_permits() < self.per_poll {
+            if let Ok(more) = self.slots.clone().try_acquire_owned() {
+                slots.merge(more);
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(more)) => slots.merge(more),
+                _ => break,
+            }
+        }
+        Some(slots)
+    }
+
+    fn dispatch(
+        &self,
+        messages: Vec<aws_sdk_sqs::types::Message>,
+        mut slots: OwnedSemaphorePermit,
+    ) {
+        self.dispatcher
+            .metrics
+            .received
+            .inc_by(messages.len() as u64);
+        for m in messages {
+            let msg = Incoming::from(m);
+            let slot = if self.stop.is_cancelled() {
+                None
+            } else {
+                slots.split(1)
+            };
+            let Some(slot) = slot else {
+                // Shutting down (or SQS sent more than asked): give it back now.
+                self.dispatcher.metrics.released.inc();
+                self.dispatcher.settler.settle(
+                    &msg.id,
+                    &msg.receipt_handle,
+                    Action::ChangeVisibility(0),
+                );
+                continue;
+            };
+            let dispatcher = self.dispatcher.clone();
+            let abort = self.abort.clone();
+            self.deliveries.spawn(async move {
+                dispatcher.handle(msg, &abort).await;
+                drop(slot);
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enough_pollers_to_fill_every_connection() {
+        assert_eq!(poller_count(1), 1);
+        assert_eq!(poller_count(10), 1);
+        assert_eq!(poller_count(11), 2);
+        assert_eq!(poller_count(50), 5);
+        assert_eq!(poller_count(1000), 100);
+    }
+}

@@ -1,0 +1,254 @@
+//! The worker queue: building the SDK client from the standard AWS chain,
+//! checking the queue at start, and the receive call.
+//!
+//! The SDK's own retries are switched off: every request is one HTTP call,
+//! counted in the metrics, and retried by the daemon's own policy (capped
+//! exponential backoff for receives, bounded retries for settles).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::Client;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::policy::Backoff;
+
+/// Long-poll wait of every receive, as Elastic Beanstalk's daemon.
+pub const WAIT_TIME_S: i32 = 20;
+/// Most messages SQS returns from one receive.
+pub const MAX_BATCH: usize = 10;
+
+/// Why the queue cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {url} cannot be used: {reason}")]
+    Unusable { url: String, reason: String },
+}
+
+/// An SQS error, classified for retrying.
+#[derive(Debug)]
+pub struct SqsError {
+    pub message: String,
+    /// The server understood the request and refused it for good.
+    pub permanent: bool,
+}
+
+impl std::fmt::Display for SqsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E> From<SdkError<E, HttpResponse>> for SqsError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    fn from(e: SdkError<E, HttpResponse>) -> Self {
+        let permanent = match &e {
+            SdkError::ServiceError(s) => {
+                let code = s.err().code().unwrap_or("");
+                !is_transient_code(code) && s.raw().status().as_u16() < 500
+            }
+            _ => false,
+        };
+        let message = match e.code() {
+            Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+            None => DisplayErrorContext(&e).to_string(),
+        };
+        SqsError { message, permanent }
+    }
+}
+
+fn is_transient_code(code: &str) -> bool {
+    matches!(
+        code,
+        "RequestThrottled"
+            | "ThrottlingException"
+            | "Throttling"
+            | "ServiceUnavailable"
+            | "InternalError"
+            | "InternalFailure"
+            | "KmsThrottled"
+            | "RequestTimeout"
+    )
+}
+
+/// Builds the client: region, credentials and endpoint from the standard AWS
+/// chain (including `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`), overridden
+/// by the `region` and `endpoint_url` options.
+pub async fn client(config: &Config) -> Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        // A long poll takes 20 s; anything far past that is a hung connection.
+        .operation_attempt_timeout(Duration::from_secs(WAIT_TIME_S as u64 + 15))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(timeouts);
+    if let Some(region) = &config.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    let shared = loader.load().await;
+    let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
+    if shared.region().is_none() {
+        let region = region_from_queue_url(&config.queue_url).unwrap_or_else(|| {
+            tracing::info!("no AWS region configured; using us-east-1");
+            "us-east-1".to_string()
+        });
+        builder = builder.region(Region::new(region));
+    }
+    if let Some(endpoint) = &config.endpoint_url {
+        builder = builder.endpoint_url(endpoint);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// `sqs.REGION.amazonaws.com`, `REGION.queue.amazonaws.com` and LocalStack's
+/// `sqs.REGION.localhost.localstack.cloud` name their region.
+pub fn region_from_queue_url(url: &str) -> Option<String> {
+    let host = reqwest::Url::parse(url).ok()?.host_str()?.to_string();
+    let labels: Vec<&str> = host.split('.').collect();
+    let region = match labels.as_slice() {
+        ["sqs", region, ..] if labels.len() > 3 => region,
+        [region, "queue", ..] => region,
+        _ => return None,
+    };
+    let looks_right = region.split('-').count() >= 3;
+    looks_right.then(|| region.to_string())
+}
+
+/// The worker queue and the client that reaches it.
+#[derive(Clone)]
+pub struct Queue {
+    pub client: Client,
+    pub url: String,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// Reads the queue's attributes, retrying while SQS is unreachable;
+    /// fails at once when SQS answers that the queue cannot be used.
+    pub async fn check(&self) -> Result<HashMap<QueueAttributeName, String>, QueueError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            let result = self
+                .client
+                .get_queue_attributes()
+                .queue_url(&self.url)
+                .attribute_names(QueueAttributeName::All)
+                .send()
+                .await;
+            self.metrics
+                .sqs_request("GetQueueAttributes", result.is_ok());
+            match result {
+                Ok(out) => return Ok(out.attributes.unwrap_or_default()),
+                Err(e) => {
+                    let e = SqsError::from(e);
+                    if e.permanent {
+                        return Err(QueueError::Unusable {
+                            url: self.url.clone(),
+                            reason: e.message,
+                        });
+                    }
+                    let delay = backoff.next();
+                    tracing::warn!(queue = %self.url, error = %e, retry_in = ?delay,
+                        "cannot reach SQS to check the queue; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One long poll for up to `max` messages, with every attribute.
+    pub async fn receive(&self, max: usize, visibility_s: u32) -> Result<Vec<Message>, SqsError> {
+        #[allow(deprecated)]
+        let result = self
+            .client
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
+            .wait_time_seconds(WAIT_TIME_S)
+            .visibility_timeout(visibility_s as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .attribute_names(QueueAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        self.metrics.sqs_request("ReceiveMessage", result.is_ok());
+        Ok(result?.messages.unwrap_or_default())
+    }
+}
+
+/// Logs a warning when the queue's redrive policy does not enforce
+/// `max_retries` the way Elastic Beanstalk sets it up.
+pub fn warn_about_redrive(
+    attributes: &HashMap<QueueAttributeName, String>,
+    max_retries: u32,
+    url: &str,
+) {
+    match redrive_max_receive_count(attributes) {
+        None => tracing::warn!(queue = %url, max_retries,
+            "queue has no redrive policy: a message that always fails is retried until it expires; \
+             attach a dead-letter queue with maxReceiveCount = max_retries"),
+        Some(n) if n != max_retries => {
+            tracing::warn!(queue = %url, max_retries, max_receive_count = n,
+            "queue's redrive policy maxReceiveCount differs from max_retries")
+        }
+        Some(_) => {}
+    }
+}
+
+/// `maxReceiveCount` of the queue's redrive policy (a number or a string).
+pub fn redrive_max_receive_count(attributes: &HashMap<QueueAttributeName, String>) -> Option<u32> {
+    let policy: serde_json::Value =
+        serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
+    match policy.get("maxReceiveCount")? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_comes_from_known_queue_hosts() {
+        let r = |u: &str| region_from_queue_url(u);
+        assert_eq!(
+            r("https://sqs.eu-west-1.amazonaws.com/1/q").as_deref(),
+            Some("eu-west-1")
+        );
+        assert_eq!(
+            r("https://us-west-2.queue.amazonaws.com/1/q").as_deref(),
+            Some("us-west-2")
+        );
+        assert_eq!(
+            r("http://sqs.us-east-1.localhost.localstack.cloud:4566/000000000000/q").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(r("http://localhost:9324/000000000000/q"), None);
+        assert_eq!(r("http://sqs.local:9324/1/q"), None);
+    }
+
+    #[test]
+    fn redrive_policy_count_is_read_as_number_or_string() {
+        let attrs = |p: &str| HashMap::from([(QueueAttributeName::RedrivePolicy, p.to_string())]);
+        let arn = "arn:aws:sqs:us-east-1:1:dlq";
+        let n = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":5}}");
+        let s = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":\"7\"}}");
+        assert_eq!(redrive_max_receive_count(&attrs(&n)), Some(5));
+        assert_eq!(redrive_max_receive_count(&attrs(&s)), Some(7));
+        assert_eq!(redrive_max_receive_count(&HashMap::new()), None);
+        assert_eq!(redrive_max_receive_count(&attrs("not json")), None);
+    }
+}
