@@ -138,11 +138,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let mut result = Ok(());
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         _ = pollers.join_next() => {
-            health.died();
-            tracing::error!("a receive loop stopped unexpectedly; shutting down");
-            result = Err(RunError::LoopDied);
+            // Pollers end by themselves on shutdown; only an end without one
+            // is a failure.
+            if !shutdown.is_cancelled() {
+                health.died();
+                tracing::error!("a receive loop stopped unexpectedly; shutting down");
+                result = Err(RunError::LoopDied);
+            }
         }
     }
 

@@ -81,7 +81,6 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
         match daemon::run(config, shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!(error = %e, "sqsd cannot run");
                 eprintln!("sqsd: {e}");
                 ExitCode::from(e.exit_code())
             }

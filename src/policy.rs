@@ -132,7 +132,7 @@ impl Backoff {
         ceiling / 2 + ceiling.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.next_with(fastrand::f64())
     }
 

@@ -46,6 +46,9 @@ pub struct Poller {
 impl Poller {
     pub async fn run(self) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        // The first poll, and the first after an error, return at once, so
+        // readiness reflects SQS without waiting out a 20 s long poll.
+        let mut long = false;
         loop {
             let slots = tokio::select! {
                 biased;
@@ -56,7 +59,7 @@ impl Poller {
             let received = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                r = self.queue.receive(slots.num_permits(), self.visibility_s) => r,
+                r = self.queue.receive(slots.num_permits(), self.visibility_s, long) => r,
             };
             match received {
                 Ok(messages) => {
@@ -64,13 +67,15 @@ impl Poller {
                         tracing::info!("SQS is answering again");
                     }
                     backoff.reset();
+                    long = true;
                     self.health.receive_ok();
                     self.dispatch(messages, slots);
                 }
                 Err(e) => {
                     drop(slots);
+                    long = false;
                     self.health.receive_failed(&e.message);
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
                         failures = backoff.failures(), "receive from SQS failed");
                     tokio::select! {

@@ -234,7 +234,7 @@ async fn flush(queue: &Queue, kind: Kind, mut pending: Vec<Entry>) {
             return;
         }
         if attempt < ATTEMPTS {
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
     for entry in &pending {

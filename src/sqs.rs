@@ -158,7 +158,7 @@ impl Queue {
                             reason: e.message,
                         });
                     }
-                    let delay = backoff.next();
+                    let delay = backoff.next_delay();
                     tracing::warn!(queue = %self.url, error = %e, retry_in = ?delay,
                         "cannot reach SQS to check the queue; retrying");
                     tokio::time::sleep(delay).await;
@@ -167,15 +167,21 @@ impl Queue {
         }
     }
 
-    /// One long poll for up to `max` messages, with every attribute.
-    pub async fn receive(&self, max: usize, visibility_s: u32) -> Result<Vec<Message>, SqsError> {
+    /// One poll for up to `max` messages, with every attribute; `long` waits
+    /// up to [`WAIT_TIME_S`] for messages, otherwise SQS answers at once.
+    pub async fn receive(
+        &self,
+        max: usize,
+        visibility_s: u32,
+        long: bool,
+    ) -> Result<Vec<Message>, SqsError> {
         #[allow(deprecated)]
         let result = self
             .client
             .receive_message()
             .queue_url(&self.url)
             .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .wait_time_seconds(WAIT_TIME_S)
+            .wait_time_seconds(if long { WAIT_TIME_S } else { 0 })
             .visibility_timeout(visibility_s as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .attribute_names(QueueAttributeName::All)

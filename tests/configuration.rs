@@ -1,0 +1,220 @@
+//! Configuration errors, `check-config`, `--help`, queue checks at start and
+//! `healthcheck`, all through the real binary.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::App;
+use common::{base_args, run_to_end, Daemon, TestQueue};
+
+const Q: &str = "http://sqs.us-east-1.localhost.localstack.cloud:4566/000000000000/q";
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("sqsd-{}-{name}", fastrand::u64(..)));
+    std::fs::write(&path, text).expect("write temp file");
+    path
+}
+
+#[test]
+fn each_kind_of_bad_setting_exits_64_and_names_it() {
+    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        (&["--http-connections", "0"], &[], "http_connections"),
+        (&["--http-connections", "many"], &[], "http_connections"),
+        (
+            &["--visibility-timeout", "43201"],
+            &[],
+            "visibility_timeout",
+        ),
+        (&["--connect-timeout", "0"], &[], "connect_timeout"),
+        (&["--http-path", "jobs"], &[], "http_path"),
+        (&["--worker-url", "ftp://host"], &[], "worker_url"),
+        (&["--success-codes", "3xx"], &[], "success_codes"),
+        (&["--retention-period", "10"], &[], "retention_period"),
+        (&["--max-retries", "101"], &[], "max_retries"),
+        (&["--log-format", "xml"], &[], "log_format"),
+        (
+            &[],
+            &[("SQSD_ERROR_VISIBILITY_TIMEOUT", "-3")],
+            "SQSD_ERROR_VISIBILITY_TIMEOUT",
+        ),
+        (
+            &[],
+            &[("SQSD_INACTIVITY_TIMEOUT", "forever")],
+            "SQSD_INACTIVITY_TIMEOUT",
+        ),
+    ];
+    for (flags, env, needle) in cases {
+        let mut args = vec!["--queue-url", Q];
+        args.extend_from_slice(flags);
+        let (code, _, err) = run_to_end(&args, env);
+        assert_eq!(code, 64, "{flags:?} {env:?}: {err}");
+        assert!(err.contains(needle), "{needle} not named in: {err}");
+    }
+}
+
+#[test]
+fn several_bad_settings_are_reported_at_once_with_sources() {
+    let file = temp_file(
+        "bad.yaml",
+        "http_connections: 5000\nno_such_option: 1\nhttp_path: /ok\n",
+    );
+    let (code, _, err) = run_to_end(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--worker-url",
+            "not a url",
+        ],
+        &[("SQSD_MIME_TYPE", "nonsense")],
+    );
+    assert_eq!(code, 64, "{err}");
+    for needle in [
+        "queue_url",
+        "http_connections",
+        "no_such_option",
+        "unknown key",
+        "worker_url",
+        "flag --worker-url",
+        "mime_type",
+        "environment variable SQSD_MIME_TYPE",
+        file.to_str().unwrap(),
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn unknown_flag_exits_64() {
+    let (code, _, err) = run_to_end(&["--queue-url", Q, "--bogus", "1"], &[]);
+    assert_eq!(code, 64, "{err}");
+}
+
+#[test]
+fn check_config_prints_effective_values_and_sources() {
+    let file = temp_file("ok.yaml", "http_path: /from-file\nhttp_connections: 7\n");
+    let (code, out, err) = run_to_end(
+        &[
+            "check-config",
+            "--config",
+            file.to_str().unwrap(),
+            "--http-connections",
+            "9",
+        ],
+        &[("SQSD_QUEUE_URL", Q)],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("http_path: \"/from-file\"  # file"), "{out}");
+    assert!(
+        out.contains("http_connections: \"9\"  # flag --http-connections"),
+        "{out}"
+    );
+    assert!(out.contains("queue_url:") && out.contains("environment variable SQSD_QUEUE_URL"));
+    assert!(
+        out.contains("visibility_timeout: \"300s\"  # default"),
+        "{out}"
+    );
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn help_lists_every_option_with_variable_and_default() {
+    let (code, out, _) = run_to_end(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "--queue-url",
+        "SQSD_QUEUE_URL",
+        "--http-connections",
+        "[default: 50]",
+        "--error-visibility-timeout",
+        "[default: 2s]",
+        "SQSD_CONFIG",
+        "check-config",
+        "healthcheck",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from --help:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_queue_is_one_clear_line_and_exit_64() {
+    let url = format!(
+        "{}/000000000000/does-not-exist-{:x}",
+        common::endpoint(),
+        fastrand::u32(..)
+    );
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        run_to_end(&["--queue-url", &url, "--admin-addr", "127.0.0.1:0"], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 64, "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("does-not-exist"))
+        .expect("queue named");
+    assert!(line.contains("cannot be used"), "{line}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warns_without_redrive_policy() {
+    let queue = TestQueue::new("noredrive").await;
+    let d = Daemon::start(base_args(&queue, "http://127.0.0.1:9")).await;
+    d.wait_log("no redrive policy", Duration::from_secs(20))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warns_when_max_receive_count_differs_and_not_when_it_matches() {
+    let queue = TestQueue::with_redrive("mrc5", 5).await;
+    let d = Daemon::start(base_args(&queue, "http://127.0.0.1:9")).await;
+    d.wait_log("differs from max_retries", Duration::from_secs(20))
+        .await;
+
+    let mut args = base_args(&queue, "http://127.0.0.1:9");
+    args.extend(["--max-retries".into(), "5".into()]);
+    let d = Daemon::start(args).await;
+    d.wait_log("sqsd started", Duration::from_secs(20)).await;
+    assert!(d.find_log("redrive policy").is_none(), "{}", d.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_file_drives_the_daemon() {
+    let queue = TestQueue::new("fromfile").await;
+    let app = App::ok().await;
+    let file = temp_file(
+        "run.yaml",
+        &format!(
+            "queue_url: {}\nworker_url: {}\nhttp_path: /from-file\nadmin_addr: 127.0.0.1:0\n",
+            queue.url,
+            app.url()
+        ),
+    );
+    queue.send("x").await;
+    let _d = Daemon::start(vec!["--config".into(), file.display().to_string()]).await;
+    let seen = app.wait_requests(1, Duration::from_secs(30)).await;
+    assert_eq!(seen[0].target, "/from-file");
+    let _ = std::fs::remove_file(file);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_command_reports_a_running_daemon() {
+    let queue = TestQueue::new("health").await;
+    let d = Daemon::start(base_args(&queue, "http://127.0.0.1:9")).await;
+    let admin = d.admin.clone().unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        run_to_end(&["healthcheck", "--admin-addr", &admin], &[])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    drop(d);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (code, _, _) = run_to_end(&["healthcheck", "--admin-addr", &closed], &[]);
+    assert_eq!(code, 1);
+}

@@ -1,0 +1,441 @@
+//! What the application receives, and how each answer settles the message.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::app::{App, Reply};
+use common::{base_args, eventually, Daemon, TestQueue};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn args(queue: &TestQueue, app: &App, extra: &[&str]) -> Vec<String> {
+    let mut a = base_args(queue, &app.url());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
+fn parse_iso(v: &str) -> DateTime<Utc> {
+    assert_eq!(v.len(), 20, "{v:?} is not YYYY-MM-DDTHH:MM:SSZ");
+    DateTime::parse_from_rfc3339(v)
+        .unwrap_or_else(|e| panic!("{v:?}: {e}"))
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_header_has_its_documented_value() {
+    let queue = TestQueue::new("headers").await;
+    let app = App::ok().await;
+    let before = Utc::now() - chrono::Duration::seconds(2);
+    let body = "{\"order\": 42, \"note\": \"caf\u{e9} \u{2603} <&>\"}\n\ttail";
+    let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1";
+    let sent = queue
+        .client
+        .send_message()
+        .queue_url(&queue.url)
+        .message_body(body)
+        .message_attributes(
+            "color",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("deep blue")
+                .build()
+                .unwrap(),
+        )
+        .message_attributes(
+            "amount",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("Number")
+                .string_value("12.50")
+                .build()
+                .unwrap(),
+        )
+        .message_attributes(
+            "blob",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("Binary")
+                .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![0u8, 1, 2, 255]))
+                .build()
+                .unwrap(),
+        )
+        .message_system_attributes(
+            aws_sdk_sqs::types::MessageSystemAttributeNameForSends::AwsTraceHeader,
+            aws_sdk_sqs::types::MessageSystemAttributeValue::builder()
+                .data_type("String")
+                .string_value(trace)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let id = sent.message_id.unwrap();
+    let _d = Daemon::start(args(&queue, &app, &["--http-path", "/jobs"])).await;
+
+    let r = app.wait_requests(1, WAIT).await.remove(0);
+    let after = Utc::now() + chrono::Duration::seconds(2);
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.target, "/jobs");
+    assert_eq!(&r.body[..], body.as_bytes(), "body must be byte for byte");
+    assert!(r.header("user-agent").unwrap().starts_with("aws-sqsd/"));
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(r.header("x-aws-sqsd-msgid"), Some(id));
+    assert_eq!(r.header("x-aws-sqsd-queue"), Some(queue.name.clone()));
+    for h in ["x-aws-sqsd-first-received-at", "x-aws-sqsd-sent-at"] {
+        let t = parse_iso(&r.header(h).unwrap_or_else(|| panic!("{h} missing")));
+        assert!(t >= before && t <= after, "{h} = {t} not near now");
+    }
+    assert_eq!(r.header("x-aws-sqsd-receive-count").as_deref(), Some("1"));
+    assert!(!r
+        .header("x-aws-sqsd-sender-id")
+        .unwrap_or_default()
+        .is_empty());
+    assert_eq!(r.header("x-aws-sqsd-path").as_deref(), Some(""));
+    assert_eq!(
+        r.header("x-aws-sqsd-attr-color").as_deref(),
+        Some("deep blue")
+    );
+    assert_eq!(r.header("x-aws-sqsd-attr-amount").as_deref(), Some("12.50"));
+    assert_eq!(
+        r.header("x-aws-sqsd-attr-blob"),
+        None,
+        "Binary attributes are not sent"
+    );
+    assert_eq!(r.header("x-amzn-trace-id").as_deref(), Some(trace));
+    assert_eq!(r.header("x-aws-sqsd-taskname"), None);
+    queue.wait_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_200_deletes_and_metrics_count_it() {
+    let queue = TestQueue::new("ok200").await;
+    let app = App::ok().await;
+    let id = queue.send("hello").await;
+    let d = Daemon::start(args(&queue, &app, &[])).await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    eventually(WAIT, "deleted metric", || async {
+        (d.metric("sqsd_messages_deleted_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        d.metric("sqsd_messages_delivered_total{outcome=\"success\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(app.for_message(&id).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_204_is_retried_by_default() {
+    let queue = TestQueue::new("no204").await;
+    let app = App::start(|r| Reply::status(if r.receive_count() < 2 { 204 } else { 200 })).await;
+    let id = queue.send("x").await;
+    let _d = Daemon::start(args(&queue, &app, &["--error-visibility-timeout", "1"])).await;
+    let seen = app.wait_requests(2, WAIT).await;
+    assert!(seen.iter().all(|r| r.msgid() == id));
+    assert_eq!(seen[1].receive_count(), 2, "204 must not delete by default");
+    queue.wait_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_204_deletes_with_2xx() {
+    let queue = TestQueue::new("ok2xx").await;
+    let app = App::start(|_| Reply::status(204)).await;
+    let id = queue.send("x").await;
+    let d = Daemon::start(args(
+        &queue,
+        &app,
+        &["--success-codes", "2xx", "--error-visibility-timeout", "1"],
+    ))
+    .await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.for_message(&id).len(), 1);
+    assert_eq!(d.metric("sqsd_messages_deleted_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_500_comes_back_after_error_visibility_timeout() {
+    let queue = TestQueue::new("err500").await;
+    let app = App::start(|r| Reply::status(if r.receive_count() < 2 { 500 } else { 200 })).await;
+    let id = queue.send("x").await;
+    let d = Daemon::start(args(
+        &queue,
+        &app,
+        &["--error-visibility-timeout", "3", "--log-format", "json"],
+    ))
+    .await;
+    let seen = app.wait_requests(2, WAIT).await;
+    assert_eq!(seen[0].msgid(), id);
+    assert_eq!(seen[1].msgid(), id);
+    assert_eq!(seen[1].receive_count(), 2);
+    let gap = seen[1].at - seen[0].at;
+    assert!(
+        gap >= Duration::from_millis(2500),
+        "came back after {gap:?}, expected ~3s"
+    );
+    assert!(
+        gap < Duration::from_secs(15),
+        "came back after {gap:?}, expected ~3s"
+    );
+    queue.wait_empty(WAIT).await;
+
+    // One JSON log line for the failure, with id, receive count, status and duration.
+    let line = d.wait_log("delivery failed", WAIT).await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(v["message_id"], serde_json::json!(id));
+    assert_eq!(v["receive_count"], serde_json::json!(1));
+    assert_eq!(v["status"], serde_json::json!(500));
+    assert!(v["duration_ms"].is_u64(), "{line}");
+    assert_eq!(v["level"], "WARN");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn response_slower_than_inactivity_timeout_comes_back() {
+    let queue = TestQueue::new("slow").await;
+    let app = App::start(|r| {
+        let reply = Reply::status(200);
+        if r.receive_count() < 2 {
+            reply.after(Duration::from_secs(4))
+        } else {
+            reply
+        }
+    })
+    .await;
+    let id = queue.send("x").await;
+    let d = Daemon::start(args(
+        &queue,
+        &app,
+        &[
+            "--inactivity-timeout",
+            "1",
+            "--error-visibility-timeout",
+            "1",
+        ],
+    ))
+    .await;
+    let seen = app.wait_requests(2, WAIT).await;
+    assert!(seen.iter().all(|r| r.msgid() == id));
+    assert_eq!(seen[1].receive_count(), 2);
+    queue.wait_empty(WAIT).await;
+    assert_eq!(
+        d.metric("sqsd_messages_delivered_total{outcome=\"timeout\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_connection_comes_back_and_is_delivered_later() {
+    let queue = TestQueue::new("refused").await;
+    // A port with nobody listening.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let id = queue.send("x").await;
+    let mut a = base_args(&queue, &format!("http://{port}"));
+    a.extend(["--error-visibility-timeout".into(), "1".into()]);
+    let d = Daemon::start(a).await;
+    eventually(WAIT, "two refused deliveries", || async {
+        (d.metric("sqsd_messages_delivered_total{outcome=\"connect_error\"}")
+            .await
+            >= 2.0)
+            .then_some(())
+    })
+    .await;
+    let app = App::start_on(port, |_| Reply::status(200)).await;
+    let seen = app.wait_requests(1, WAIT).await;
+    assert_eq!(seen[0].msgid(), id);
+    assert!(
+        seen[0].receive_count() >= 3,
+        "receive count {}",
+        seen[0].receive_count()
+    );
+    queue.wait_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_429_waits_for_retry_after() {
+    let queue = TestQueue::new("r429").await;
+    let app = App::start(|r| {
+        if r.receive_count() < 2 {
+            Reply::status(429).header("retry-after", "4")
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let id = queue.send("x").await;
+    // Without Retry-After the message would come back at once.
+    let d = Daemon::start(args(&queue, &app, &["--error-visibility-timeout", "0"])).await;
+    let seen = app.wait_requests(2, WAIT).await;
+    assert!(seen.iter().all(|r| r.msgid() == id));
+    let gap = seen[1].at - seen[0].at;
+    assert!(
+        gap >= Duration::from_millis(3500),
+        "came back after {gap:?}, expected ~4s"
+    );
+    queue.wait_empty(WAIT).await;
+    assert_eq!(
+        d.metric("sqsd_messages_delivered_total{outcome=\"retry_after\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_message_path_is_followed_only_when_it_is_a_path() {
+    let queue = TestQueue::new("paths").await;
+    let app = App::ok().await;
+    let good = queue
+        .send_with(
+            "g",
+            &[("beanstalk.sqsd.path", "String", "/custom/route?x=1")],
+        )
+        .await;
+    let mut bad = Vec::new();
+    for p in [
+        "//evil.example/x",
+        "http://evil.example/x",
+        "https://evil.example",
+        "/\\evil.example",
+    ] {
+        bad.push(
+            queue
+                .send_with("b", &[("beanstalk.sqsd.path", "String", p)])
+                .await,
+        );
+    }
+    let d = Daemon::start(args(
+        &queue,
+        &app,
+        &[
+            "--error-visibility-timeout",
+            "30",
+            "--mime-type",
+            "text/plain; charset=utf-8",
+        ],
+    ))
+    .await;
+    let seen = app.wait_requests(1, WAIT).await;
+    assert_eq!(seen[0].msgid(), good);
+    assert_eq!(seen[0].target, "/custom/route?x=1");
+    assert_eq!(
+        seen[0].header("x-aws-sqsd-path").as_deref(),
+        Some("/custom/route?x=1")
+    );
+    assert_eq!(
+        seen[0].header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    eventually(WAIT, "four refused paths counted", || async {
+        (d.metric("sqsd_messages_delivered_total{outcome=\"refused_path\"}")
+            .await
+            == 4.0)
+            .then_some(())
+    })
+    .await;
+    for id in &bad {
+        assert!(
+            app.for_message(id).is_empty(),
+            "a refused path reached the application"
+        );
+    }
+    assert_eq!(app.count(), 1);
+    // The refused messages are failed, not deleted: still in the queue.
+    assert_eq!(queue.depth().await, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn header_injection_is_dropped_and_message_still_delivered() {
+    let queue = TestQueue::new("inject").await;
+    let app = App::ok().await;
+    let id = queue
+        .send_with(
+            "payload",
+            &[
+                ("evil", "String", "a\r\nX-Injected: yes"),
+                ("lf", "String", "line1\nline2"),
+                ("fine", "String", "kept"),
+            ],
+        )
+        .await;
+    let d = Daemon::start(args(&queue, &app, &[])).await;
+    let r = app.wait_requests(1, WAIT).await.remove(0);
+    assert_eq!(r.msgid(), id);
+    assert_eq!(&r.body[..], b"payload");
+    assert_eq!(r.header("x-injected"), None);
+    assert_eq!(r.header("x-aws-sqsd-attr-evil"), None);
+    assert_eq!(r.header("x-aws-sqsd-attr-lf"), None);
+    assert_eq!(r.header("x-aws-sqsd-attr-fine").as_deref(), Some("kept"));
+    queue.wait_empty(WAIT).await;
+    assert_eq!(
+        d.metric("sqsd_attributes_dropped_total{reason=\"bad_value\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn periodic_task_message_in_eb_format_is_delivered_to_its_path() {
+    let queue = TestQueue::new("task").await;
+    let app = App::ok().await;
+    let id = queue
+        .send_with(
+            "elasticbeanstalk scheduled job",
+            &[
+                ("beanstalk.sqsd.path", "String", "/backup"),
+                ("beanstalk.sqsd.task_name", "String", "backup-job"),
+                (
+                    "beanstalk.sqsd.scheduled_time",
+                    "String",
+                    "2019-11-14 00:47:00 UTC",
+                ),
+            ],
+        )
+        .await;
+    let _d = Daemon::start(args(&queue, &app, &[])).await;
+    let r = app.wait_requests(1, WAIT).await.remove(0);
+    assert_eq!(r.msgid(), id);
+    assert_eq!(r.target, "/backup");
+    assert!(r.body.is_empty(), "task POST must have an empty body");
+    assert_eq!(
+        r.header("x-aws-sqsd-taskname").as_deref(),
+        Some("backup-job")
+    );
+    assert_eq!(
+        r.header("x-aws-sqsd-scheduled-at").as_deref(),
+        Some("2019-11-14T00:47:00Z")
+    );
+    assert_eq!(r.header("x-aws-sqsd-path").as_deref(), Some("/backup"));
+    assert!(r
+        .headers
+        .iter()
+        .all(|(k, _)| !k.starts_with("x-aws-sqsd-attr-beanstalk")));
+    queue.wait_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_are_batched() {
+    let queue = TestQueue::new("batch").await;
+    let app = App::ok().await;
+    let ids = queue.send_many(100, |i| format!("m{i}")).await;
+    let d = Daemon::start(args(&queue, &app, &[])).await;
+    queue.wait_empty(Duration::from_secs(60)).await;
+    let delivered: std::collections::HashSet<String> =
+        app.requests().iter().map(|r| r.msgid()).collect();
+    assert!(ids.iter().all(|id| delivered.contains(id)));
+    let deletes = d
+        .metric("sqsd_sqs_requests_total{action=\"DeleteMessageBatch\"")
+        .await;
+    assert!(
+        (10.0..100.0).contains(&deletes),
+        "{deletes} delete calls for 100 messages"
+    );
+}
