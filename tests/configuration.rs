@@ -16,9 +16,12 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Flags, environment, and what the error must name.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn each_kind_of_bad_setting_exits_64_and_names_it() {
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (&["--http-connections", "0"], &[], "http_connections"),
         (&["--http-connections", "many"], &[], "http_connections"),
         (
