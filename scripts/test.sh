@@ -17,4 +17,4 @@ trap cleanup EXIT
 
 echo "SQS endpoint for the tests: $SQSD_TEST_SQS_ENDPOINT"
 # Integration tests mostly wait on I/O; run many at once.
-cargo test --locked --all-targets -- --test-threads "${SQSD_TEST_THREADS:-12}"
+cargo test --locked --lib --bins --tests -- --test-threads "${SQSD_TEST_THREADS:-12}"
