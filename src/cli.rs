@@ -17,6 +17,10 @@ pub enum Mode {
     CheckConfig,
     /// Ask a running daemon's `/healthz`; exit 0 or 1.
     Healthcheck,
+    /// Embedded SQS endpoint, worker queue and the daemon against it.
+    Local,
+    /// The embedded SQS endpoint alone.
+    SqsServer,
 }
 
 /// Parsed command line: the mode and the flags given, by option key.
@@ -53,6 +57,14 @@ pub fn command() -> Command {
             Command::new("check-config")
                 .about("Validate the configuration, print the effective values and exit"),
         )
+        .subcommand(Command::new("local").about(
+            "Run with an embedded SQS endpoint on --sqs-listen: create the worker queue and its \
+             dead-letter queue, print how to send to it, and deliver to --worker-url",
+        ))
+        .subcommand(
+            Command::new("sqs-server")
+                .about("Serve the embedded SQS-compatible endpoint alone, on --sqs-listen"),
+        )
         .subcommand(Command::new("healthcheck").about(
             "Query a running daemon's /healthz on --admin-addr; exit 0 if healthy, 1 if not",
         ));
@@ -84,6 +96,8 @@ where
     let (mode, sub) = match matches.subcommand() {
         Some(("check-config", m)) => (Mode::CheckConfig, m),
         Some(("healthcheck", m)) => (Mode::Healthcheck, m),
+        Some(("local", m)) => (Mode::Local, m),
+        Some(("sqs-server", m)) => (Mode::SqsServer, m),
         _ => (Mode::Run, &matches),
     };
     Ok(Cli {

@@ -38,6 +38,13 @@ pub enum RunError {
     HttpClient(#[from] reqwest::Error),
     #[error("a receive loop stopped unexpectedly")]
     LoopDied,
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up local mode: {0}")]
+    Local(String),
 }
 
 impl RunError {

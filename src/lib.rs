@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod health;
+pub mod local;
 pub mod logging;
 pub mod message;
 pub mod metrics;
@@ -17,6 +18,7 @@ pub mod poller;
 pub mod settle;
 pub mod signals;
 pub mod sqs;
+pub mod sqs_server;
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -40,10 +42,11 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
             };
         }
     };
-    let inputs = Inputs {
-        flags: &cli.flags,
-        env,
-    };
+    let mut flags = cli.flags.clone();
+    if matches!(cli.mode, Mode::Local | Mode::SqsServer) {
+        local_defaults(&mut flags, env);
+    }
+    let inputs = Inputs { flags: &flags, env };
     if cli.mode == Mode::Healthcheck {
         return healthcheck(&inputs);
     }
@@ -78,7 +81,13 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
                 return ExitCode::FAILURE;
             }
         };
-        match daemon::run(config, shutdown).await {
+        let listen = config.sqs_listen;
+        let result = match cli.mode {
+            Mode::Local => local::run_local(config, listen, shutdown).await,
+            Mode::SqsServer => local::run_server(listen, shutdown).await,
+            _ => daemon::run(config, shutdown).await,
+        };
+        match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("sqsd: {e}");
@@ -86,6 +95,29 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
             }
         }
     })
+}
+
+/// In local modes the queue lives on the embedded endpoint: without a
+/// configured queue URL, use the default worker queue there.
+fn local_defaults(
+    flags: &mut std::collections::BTreeMap<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    let given = flags.contains_key(config::QUEUE_URL)
+        || env("SQSD_QUEUE_URL").is_some_and(|v| !v.is_empty());
+    if given {
+        return;
+    }
+    let listen = flags
+        .get(config::SQS_LISTEN)
+        .cloned()
+        .or_else(|| env("SQSD_SQS_LISTEN"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9324)));
+    flags.insert(
+        config::QUEUE_URL.to_string(),
+        local::default_queue_url(listen),
+    );
 }
 
 /// The effective configuration as YAML, each line saying where it came from.

@@ -96,6 +96,15 @@ pub async fn client(config: &Config) -> Client {
     if let Some(region) = &config.region {
         loader = loader.region(Region::new(region.clone()));
     }
+    if config.static_credentials {
+        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "sqsd-local",
+        ));
+    }
     let shared = loader.load().await;
     let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
     if shared.region().is_none() {

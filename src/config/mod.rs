@@ -235,6 +235,10 @@ pub struct Config {
     pub log_level: String,
     pub cron_file: Option<PathBuf>,
     pub batch_linger: Duration,
+    /// Listen address of the embedded SQS endpoint.
+    pub sqs_listen: SocketAddr,
+    /// Sign with fixed local credentials (set by `sqsd local`, not an option).
+    pub static_credentials: bool,
 }
 
 /// A configuration together with the layers it came from (for `check-config`).
@@ -274,6 +278,12 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
         log_level: p.field(LOG_LEVEL, parse::log_level),
         cron_file: p.optional(CRON_FILE, |v| Ok(PathBuf::from(v))),
         batch_linger: p.field(BATCH_LINGER, parse::linger),
+        sqs_listen: p.field_or(
+            SQS_LISTEN,
+            parse::socket_addr,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        ),
+        static_credentials: false,
     };
     let mut problems = layers.problems.clone();
     problems.extend(p.into_problems());

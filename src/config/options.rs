@@ -42,6 +42,7 @@ pub const LOG_FORMAT: &str = "log_format";
 pub const LOG_LEVEL: &str = "log_level";
 pub const CRON_FILE: &str = "cron_file";
 pub const BATCH_LINGER: &str = "batch_linger";
+pub const SQS_LISTEN: &str = "sqs_listen";
 
 macro_rules! option {
     ($key:expr, $env:literal, $flag:literal, $default:expr, $value:literal, $help:literal) => {
@@ -207,6 +208,14 @@ pub const OPTIONS: &[OptionSpec] =
             Some("20ms"),
             "DURATION",
             "How long a delete or visibility change waits to fill a batch of 10, 0-1s"
+        ),
+        option!(
+            SQS_LISTEN,
+            "SQSD_SQS_LISTEN",
+            "sqs-listen",
+            Some("127.0.0.1:9324"),
+            "ADDR",
+            "Listen address of the embedded SQS endpoint (`local` and `sqs-server` only)"
         ),
     ];
 

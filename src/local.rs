@@ -1,0 +1,118 @@
+//! `sqsd sqs-server` (the embedded SQS endpoint alone) and `sqsd local`
+//! (the endpoint plus a worker queue, its dead-letter queue, and the daemon
+//! delivering from it), for laptops and CI with nothing else installed.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::daemon::{self, RunError};
+use crate::policy::SystemClock;
+use crate::sqs_server::api::Api;
+use crate::sqs_server::store::{Settings, Store, ACCOUNT};
+
+/// Name of the worker queue `sqsd local` creates when none is configured.
+pub const DEFAULT_QUEUE: &str = "worker-queue";
+
+/// Base URL clients should use for a listen address.
+pub fn base_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    format!("http://{host}:{}", addr.port())
+}
+
+/// Binds the endpoint and starts serving; returns its base URL and the API.
+pub async fn start_server(
+    listen: SocketAddr,
+    stop: CancellationToken,
+) -> std::io::Result<(String, Arc<Api>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let base = base_url(listener.local_addr()?);
+    let api = Arc::new(Api {
+        store: Store::new(&base),
+        clock: Arc::new(SystemClock),
+    });
+    tokio::spawn(crate::sqs_server::serve(listener, api.clone(), stop));
+    tracing::info!(endpoint = %base, "embedded SQS endpoint listening");
+    Ok((base, api))
+}
+
+/// `sqsd sqs-server`: serves until `shutdown`.
+pub async fn run_server(listen: SocketAddr, shutdown: CancellationToken) -> Result<(), RunError> {
+    let (base, _api) = start_server(listen, shutdown.clone())
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: listen,
+            source,
+        })?;
+    eprintln!("sqsd: SQS-compatible endpoint at {base} (any credentials are accepted)");
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+/// `sqsd local`: the endpoint, the worker queue and its dead-letter queue,
+/// and the daemon against them, exactly as in production.
+pub async fn run_local(
+    mut config: Config,
+    listen: SocketAddr,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let server_stop = CancellationToken::new();
+    let (base, api) = start_server(listen, server_stop.clone())
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: listen,
+            source,
+        })?;
+    let name = config.queue_name().to_string();
+    let now = crate::policy::Clock::now_ms(&SystemClock);
+    let dlq = api
+        .store
+        .create(
+            &format!("{name}-dlq"),
+            Settings::default(),
+            BTreeMap::new(),
+            now,
+        )
+        .map_err(|e| RunError::Local(e.message))?;
+    let redrive = format!(
+        "{{\"deadLetterTargetArn\":\"{}\",\"maxReceiveCount\":\"{}\"}}",
+        dlq.arn, config.max_retries
+    );
+    let settings = Settings {
+        visibility_timeout_s: config.visibility_timeout,
+        redrive: Some((redrive, dlq.arn.clone(), config.max_retries)),
+        ..Settings::default()
+    };
+    let queue = api
+        .store
+        .create(&name, settings, BTreeMap::new(), now)
+        .map_err(|e| RunError::Local(e.message))?;
+    config.queue_url = queue.url.clone();
+    config.endpoint_url = Some(base.clone());
+    config.static_credentials = true;
+    eprintln!(
+        "sqsd local: SQS endpoint {base}\n  worker queue    {}\n  dead letters    {} (after {} receives)\n  delivering to   {}{}\n\nSend a message:\n  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region us-east-1 --endpoint-url {base} \\\n    sqs send-message --queue-url {} --message-body '{{\"hello\":\"world\"}}'\n",
+        queue.url, dlq.url, config.max_retries, config.worker_url, config.http_path, queue.url
+    );
+    let result = daemon::run(config, shutdown).await;
+    server_stop.cancel();
+    result
+}
+
+/// The queue URL `sqsd local` uses when none is configured.
+pub fn default_queue_url(listen: SocketAddr) -> String {
+    format!("{}/{ACCOUNT}/{DEFAULT_QUEUE}", base_url(listen))
+}
