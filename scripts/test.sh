@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs LocalStack into a
 # virtual environment (.test-env/), starts it, runs every unit and
-# integration test against it, and stops it again.
+# integration test against it, then runs the integration tests again
+# against sqsd's own embedded SQS endpoint, and stops both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+threads=${SQSD_TEST_THREADS:-12}
 
 scripts/test-env.sh install
 started_here=0
+embedded_pid=
 if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ]; then
   env_lines=$(scripts/test-env.sh start)
   eval "$env_lines"
   started_here=1
 fi
-cleanup() { if [ "$started_here" = 1 ]; then scripts/test-env.sh stop; fi; }
+cleanup() {
+  if [ -n "$embedded_pid" ]; then kill "$embedded_pid" 2>/dev/null || true; fi
+  if [ "$started_here" = 1 ]; then scripts/test-env.sh stop; fi
+}
 trap cleanup EXIT
 
-echo "SQS endpoint for the tests: $SQSD_TEST_SQS_ENDPOINT"
-# Integration tests mostly wait on I/O; run many at once.
-cargo test --locked --lib --bins --tests -- --test-threads "${SQSD_TEST_THREADS:-12}"
+echo "== against LocalStack: $SQSD_TEST_SQS_ENDPOINT"
+cargo test --locked --lib --bins --tests -- --test-threads "$threads"
+
+# The same integration suite against the embedded endpoint.
+log=$(mktemp)
+target/debug/sqsd sqs-server --sqs-listen 127.0.0.1:0 2>"$log" &
+embedded_pid=$!
+embedded=
+for _ in $(seq 100); do
+  embedded=$(sed -n 's/.*endpoint at \(http:[^ ]*\).*/\1/p' "$log")
+  [ -n "$embedded" ] && break
+  sleep 0.1
+done
+if [ -z "$embedded" ]; then
+  echo "the embedded SQS endpoint did not start:" >&2
+  cat "$log" >&2
+  exit 1
+fi
+echo "== against the embedded SQS endpoint: $embedded"
+SQSD_TEST_SQS_ENDPOINT=$embedded cargo test --locked --tests -- --test-threads "$threads"
