@@ -57,8 +57,15 @@ async fn main() -> Result<(), Error> {
         .ok_or("no url")?;
     let (sink_url, delivered) = start_sink().await?;
 
-    // 1. Idle.
-    let mut idle = Daemon::start(&endpoint, &queue, &sink_url, connections)?;
+    // 1. Idle, on a queue of its own.
+    let idle_queue = client
+        .create_queue()
+        .queue_name(format!("{name}-idle"))
+        .send()
+        .await?
+        .queue_url
+        .ok_or("no url")?;
+    let mut idle = Daemon::start(&endpoint, &idle_queue, &sink_url, connections)?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rss = idle.status_kb("VmRSS:")?;
     idle.stop();
@@ -88,7 +95,9 @@ async fn main() -> Result<(), Error> {
         .text()
         .await?;
     daemon.stop();
-    let _ = client.delete_queue().queue_url(&queue).send().await;
+    for q in [&queue, &idle_queue] {
+        let _ = client.delete_queue().queue_url(q).send().await;
+    }
 
     let n = messages as f64;
     println!(

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/test-env.sh install
 started_here=0
 if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ]; then
-  eval "$(scripts/test-env.sh start)"
-  started_here=1
+  env_lines=$(scripts/test-env.sh start)
+  eval "$env_lines"
+  if grep -q '^# started' <<<"$env_lines"; then started_here=1; fi
 fi
 trap '[ "$started_here" = 1 ] && scripts/test-env.sh stop' EXIT
 cargo bench --locked --bench daemon

@@ -13,6 +13,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 home=${SQSD_TEST_HOME:-$repo/.test-env}
 venv=$home/venv
+# A boto3 from before SQS's JSON protocol, to test the Query protocol.
+query_venv=$home/query-venv
 python=${PYTHON:-python3}
 ls_port=${SQSD_TEST_LOCALSTACK_PORT:-4566}
 
@@ -31,6 +33,12 @@ install() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
     "$venv/bin/pip" install --quiet --disable-pip-version-check "${localstack_pins[@]}"
     touch "$venv/.installed-v1"
+  fi
+  if [ ! -f "$query_venv/.installed-v1" ]; then
+    "$python" -m venv "$query_venv"
+    "$query_venv/bin/pip" install --quiet --disable-pip-version-check \
+      "boto3==1.26.165" "botocore==1.29.165" "urllib3<2"
+    touch "$query_venv/.installed-v1"
   fi
 }
 
@@ -54,6 +62,7 @@ start() {
       nohup "$venv/bin/python" -m localstack.runtime.main \
       >"$home/localstack.log" 2>&1 &
     echo $! >"$home/localstack.pid"
+    echo "# started"
     if ! wait_http "http://127.0.0.1:$ls_port/_localstack/health" 120; then
       echo "LocalStack did not start; its log:" >&2
       tail -50 "$home/localstack.log" >&2
@@ -61,6 +70,8 @@ start() {
     fi
   fi
   echo "export SQSD_TEST_SQS_ENDPOINT=http://127.0.0.1:$ls_port"
+  echo "export SQSD_TEST_PYTHON_JSON=$venv/bin/python"
+  echo "export SQSD_TEST_PYTHON_QUERY=$query_venv/bin/python"
 }
 
 stop() {

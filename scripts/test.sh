@@ -8,12 +8,15 @@ cd "$(dirname "$0")/.."
 threads=${SQSD_TEST_THREADS:-12}
 
 scripts/test-env.sh install
+export SQSD_TEST_PYTHON_JSON=${SQSD_TEST_PYTHON_JSON:-$PWD/.test-env/venv/bin/python}
+export SQSD_TEST_PYTHON_QUERY=${SQSD_TEST_PYTHON_QUERY:-$PWD/.test-env/query-venv/bin/python}
 started_here=0
 embedded_pid=
 if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ]; then
   env_lines=$(scripts/test-env.sh start)
   eval "$env_lines"
-  started_here=1
+  # Stop it afterwards only if this run started it.
+  if grep -q '^# started' <<<"$env_lines"; then started_here=1; fi
 fi
 cleanup() {
   if [ -n "$embedded_pid" ]; then kill "$embedded_pid" 2>/dev/null || true; fi

@@ -158,18 +158,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     }
 
-    // Stop receiving. Pollers watch `shutdown`; after a loop died, stop them
-    // by aborting.
+    // Stop receiving: pollers start no new receive; those in flight finish
+    // and give back what they bring. Then wait for in-flight POSTs. Both
+    // share the drain deadline; past it, everything left is abandoned.
     health.shutting_down();
-    pollers.abort_all();
-    while pollers.join_next().await.is_some() {}
-
-    deliveries.close();
-    let in_flight = deliveries.len();
-    if in_flight > 0 {
-        tracing::info!(in_flight, drain_timeout = ?config.drain_timeout, "draining in-flight POSTs");
+    if result.is_err() {
+        pollers.abort_all();
     }
-    if tokio::time::timeout(config.drain_timeout, deliveries.wait())
+    deliveries.close();
+    tracing::info!(
+        in_flight = deliveries.len(),
+        drain_timeout = ?config.drain_timeout,
+        "stopping: waiting for in-flight receives (at most 20 s) and POSTs"
+    );
+    let drain = async {
+        while pollers.join_next().await.is_some() {}
+        deliveries.wait().await;
+    };
+    if tokio::time::timeout(config.drain_timeout, drain)
         .await
         .is_err()
     {
@@ -178,6 +184,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
         );
         abort.cancel();
+        while pollers.join_next().await.is_some() {}
         deliveries.wait().await;
     }
 

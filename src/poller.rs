@@ -39,7 +39,7 @@ pub struct Poller {
     pub deliveries: TaskTracker,
     /// Stop receiving.
     pub stop: CancellationToken,
-    /// Abandon deliveries (drain timeout passed).
+    /// Abandon deliveries and receives (drain timeout passed).
     pub abort: CancellationToken,
 }
 
@@ -56,9 +56,14 @@ impl Poller {
                 slots = self.take_slots() => slots,
             };
             let Some(slots) = slots else { return };
+            tracing::debug!(max = slots.num_permits(), long, "receiving");
             let received = tokio::select! {
                 biased;
-                _ = self.stop.cancelled() => return,
+                // A receive in flight is not cut on shutdown: SQS may already
+                // have picked messages for it, which would then stay hidden
+                // for the visibility timeout. It finishes, and what it brings
+                // is given back at once; only the drain deadline cuts it.
+                _ = self.abort.cancelled() => return,
                 r = self.queue.receive(slots.num_permits(), self.visibility_s, long) => r,
             };
             match received {

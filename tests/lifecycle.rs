@@ -215,3 +215,42 @@ async fn starts_while_sqs_is_down_and_recovers() {
     assert_eq!(seen[0].msgid(), id);
     d.wait_ready(WAIT).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_caught_by_a_poll_at_shutdown_is_given_back_at_once() {
+    let queue = TestQueue::new("giveback").await;
+    let app = App::ok().await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--http-connections".into(), "10".into()]);
+    let mut d = Daemon::start(a).await;
+    d.wait_ready(WAIT).await;
+    // The first poll is short; wait until a long one is open.
+    d.wait_log("receiving max=10 long=true", WAIT).await;
+    d.signal("TERM");
+    d.wait_log("stopping", WAIT).await;
+    let id = queue.send("late").await;
+    eventually(WAIT, "the message released", || async {
+        (d.metric("sqsd_messages_released_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(d.wait_exit(WAIT).await.code(), Some(0));
+    assert!(
+        app.for_message(&id).is_empty(),
+        "nothing is delivered after the signal"
+    );
+
+    // Visible again at once, not after the 300 s visibility timeout.
+    let got = queue
+        .client
+        .receive_message()
+        .queue_url(&queue.url)
+        .wait_time_seconds(5)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 1, "the message must be visible again");
+    assert_eq!(got[0].message_id.as_deref(), Some(id.as_str()));
+}
