@@ -128,6 +128,7 @@ impl Poller {
             let Some(slot) = slot else {
                 // Shutting down (or SQS sent more than asked): give it back now.
                 self.dispatcher.metrics.released.inc();
+                tracing::info!(message_id = %msg.id, "not started; message given back to the queue");
                 self.dispatcher.settler.settle(
                     &msg.id,
                     &msg.receipt_handle,

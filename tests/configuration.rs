@@ -221,3 +221,23 @@ async fn healthcheck_command_reports_a_running_daemon() {
     let (code, _, _) = run_to_end(&["healthcheck", "--admin-addr", &closed], &[]);
     assert_eq!(code, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_endpoint_needs_no_credentials_or_region() {
+    let queue = TestQueue::new("nocreds").await;
+    let app = App::ok().await;
+    let id = queue.send("x").await;
+    let mut cmd = common::sqsd_command(&base_args(&queue, &app.url()));
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_REGION")
+        .env("HOME", "/nonexistent");
+    let d = Daemon::start_with(cmd).await;
+    let seen = app.wait_requests(1, Duration::from_secs(30)).await;
+    assert_eq!(seen[0].msgid(), id);
+    assert!(
+        d.find_log("signing with placeholders").is_some(),
+        "{}",
+        d.log_text()
+    );
+}
