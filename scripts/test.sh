@@ -25,7 +25,7 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== against LocalStack: $SQSD_TEST_SQS_ENDPOINT"
-cargo test --locked --lib --bins --tests -- --test-threads "$threads"
+SQSD_TEST_SQS_KIND=${SQSD_TEST_SQS_KIND:-localstack} cargo test --locked --lib --bins --tests -- --test-threads "$threads"
 
 # The same integration suite against the embedded endpoint.
 log=$(mktemp)
@@ -43,4 +43,4 @@ if [ -z "$embedded" ]; then
   exit 1
 fi
 echo "== against the embedded SQS endpoint: $embedded"
-SQSD_TEST_SQS_ENDPOINT=$embedded cargo test --locked --tests -- --test-threads "$threads"
+SQSD_TEST_SQS_KIND=embedded SQSD_TEST_SQS_ENDPOINT=$embedded cargo test --locked --tests -- --test-threads "$threads"

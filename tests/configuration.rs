@@ -171,7 +171,7 @@ async fn warns_without_redrive_policy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn warns_when_max_receive_count_differs_and_not_when_it_matches() {
-    let queue = TestQueue::with_redrive("mrc5", 5).await;
+    let (queue, _dlq) = TestQueue::with_redrive("mrc5", 5).await;
     let d = Daemon::start(base_args(&queue, "http://127.0.0.1:9")).await;
     d.wait_log("differs from max_retries", Duration::from_secs(20))
         .await;

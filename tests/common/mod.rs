@@ -27,6 +27,12 @@ pub fn endpoint() -> String {
     })
 }
 
+/// Whether the endpoint under test is LocalStack (`SQSD_TEST_SQS_KIND`), for
+/// the few places where LocalStack is known to differ from AWS's documentation.
+pub fn is_localstack() -> bool {
+    std::env::var("SQSD_TEST_SQS_KIND").is_ok_and(|k| k == "localstack")
+}
+
 pub fn client() -> Client {
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
@@ -87,16 +93,13 @@ impl TestQueue {
         }
     }
 
-    /// A queue with a dead-letter queue whose maxReceiveCount is `max`.
-    pub async fn with_redrive(prefix: &str, max: u32) -> TestQueue {
+    /// A queue and its dead-letter queue, with maxReceiveCount `max`.
+    pub async fn with_redrive(prefix: &str, max: u32) -> (TestQueue, TestQueue) {
         let dlq = TestQueue::new(&format!("{prefix}-dlq")).await;
         let arn = dlq.attribute(QueueAttributeName::QueueArn).await;
         let policy = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":\"{max}\"}}");
-        Self::with_attributes(
-            prefix,
-            HashMap::from([(QueueAttributeName::RedrivePolicy, policy)]),
-        )
-        .await
+        let redrive = HashMap::from([(QueueAttributeName::RedrivePolicy, policy)]);
+        (Self::with_attributes(prefix, redrive).await, dlq)
     }
 
     pub async fn attribute(&self, name: QueueAttributeName) -> String {
