@@ -84,7 +84,7 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
         let listen = config.sqs_listen;
         let result = match cli.mode {
             Mode::Local => local::run_local(config, listen, shutdown).await,
-            Mode::SqsServer => local::run_server(listen, shutdown).await,
+            Mode::SqsServer => local::run_server(config, shutdown).await,
             _ => daemon::run(config, shutdown).await,
         };
         match result {

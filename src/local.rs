@@ -9,7 +9,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use serde_json::{json, Value};
+
+use crate::config::{Config, QueueDecl};
 use crate::daemon::{self, RunError};
 use crate::policy::SystemClock;
 use crate::sqs_server::api::Api;
@@ -49,14 +51,75 @@ pub async fn start_server(
     Ok((base, api))
 }
 
+/// Creates the queues declared in the configuration, dead-letter queues
+/// first, through the same actions (and checks) as an SDK's requests.
+pub async fn declare_queues(api: &Api, queues: &[QueueDecl]) -> Result<(), RunError> {
+    let fail = |name: &str, e: crate::sqs_server::error::ApiError| {
+        RunError::Local(format!("declared queue {name}: {} ({})", e.message, e.code))
+    };
+    let dead_letters = queues
+        .iter()
+        .filter_map(|q| q.dead_letter.as_ref())
+        .map(|d| &d.queue);
+    for name in dead_letters {
+        if !queues.iter().any(|q| &q.name == name) {
+            let doc = json!({ "QueueName": name });
+            api.call("CreateQueue", doc.as_object().expect("object"))
+                .await
+                .map_err(|e| fail(name, e))?;
+        }
+    }
+    for q in queues {
+        let attributes: serde_json::Map<String, Value> = q
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(yaml_text(v))))
+            .collect();
+        let doc = json!({ "QueueName": q.name, "Attributes": attributes, "tags": q.tags });
+        api.call("CreateQueue", doc.as_object().expect("object"))
+            .await
+            .map_err(|e| fail(&q.name, e))?;
+    }
+    for q in queues {
+        let Some(dl) = &q.dead_letter else { continue };
+        let target = api.store.get(&dl.queue).map_err(|e| fail(&dl.queue, e))?;
+        let queue = api.store.get(&q.name).map_err(|e| fail(&q.name, e))?;
+        let policy =
+            json!({ "deadLetterTargetArn": target.arn, "maxReceiveCount": dl.max_receive_count });
+        let doc =
+            json!({ "QueueUrl": queue.url, "Attributes": { "RedrivePolicy": policy.to_string() } });
+        api.call("SetQueueAttributes", doc.as_object().expect("object"))
+            .await
+            .map_err(|e| fail(&q.name, e))?;
+    }
+    if !queues.is_empty() {
+        tracing::info!(count = queues.len(), "declared queues created");
+    }
+    Ok(())
+}
+
+fn yaml_text(v: &serde_yaml::Value) -> String {
+    match v {
+        serde_yaml::Value::String(s) => s.clone(),
+        serde_yaml::Value::Number(n) => n.to_string(),
+        serde_yaml::Value::Bool(b) => b.to_string(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+    }
+}
+
 /// `sqsd sqs-server`: serves until `shutdown`.
-pub async fn run_server(listen: SocketAddr, shutdown: CancellationToken) -> Result<(), RunError> {
-    let (base, _api) = start_server(listen, shutdown.clone())
+pub async fn run_server(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let listen = config.sqs_listen;
+    let (base, api) = start_server(listen, shutdown.clone())
         .await
         .map_err(|source| RunError::Listen {
             addr: listen,
             source,
         })?;
+    declare_queues(&api, &config.queues).await?;
     eprintln!("sqsd: SQS-compatible endpoint at {base} (any credentials are accepted)");
     shutdown.cancelled().await;
     Ok(())
@@ -76,6 +139,7 @@ pub async fn run_local(
             addr: listen,
             source,
         })?;
+    declare_queues(&api, &config.queues).await?;
     let name = config.queue_name().to_string();
     let now = crate::policy::Clock::now_ms(&SystemClock);
     let dlq = api

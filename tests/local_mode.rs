@@ -164,3 +164,79 @@ async fn local_mode_dead_letters_after_max_retries() {
         "delivered exactly max_retries times"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_server_creates_the_queues_declared_in_the_file() {
+    use std::io::{BufRead, BufReader};
+    let file = std::env::temp_dir().join(format!("sqsd-queues-{:x}.yaml", fastrand::u64(..)));
+    std::fs::write(
+        &file,
+        "queues:\n  - name: orders\n    attributes: {VisibilityTimeout: 7, DelaySeconds: 1}\n    \
+         dead_letter: {queue: orders-dlq, max_receive_count: 3}\n    tags: {team: core}\n",
+    )
+    .unwrap();
+    let args: Vec<String> = [
+        "sqs-server",
+        "--sqs-listen",
+        "127.0.0.1:0",
+        "--config",
+        file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut child = sqsd_command(&args).spawn().expect("spawn");
+    let stderr = child.stderr.take().unwrap();
+    let endpoint = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| {
+                l.split("endpoint at ")
+                    .nth(1)
+                    .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
+            })
+    })
+    .await
+    .unwrap()
+    .expect("endpoint line");
+    let sqs = client(&endpoint);
+    let url = sqs
+        .get_queue_url()
+        .queue_name("orders")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    assert_eq!(attrs[&QueueAttributeName::VisibilityTimeout], "7");
+    assert_eq!(attrs[&QueueAttributeName::DelaySeconds], "1");
+    assert!(attrs[&QueueAttributeName::RedrivePolicy].contains("orders-dlq"));
+    let tags = sqs
+        .list_queue_tags()
+        .queue_url(&url)
+        .send()
+        .await
+        .unwrap()
+        .tags
+        .unwrap_or_default();
+    assert_eq!(tags.get("team").map(String::as_str), Some("core"));
+    assert!(sqs
+        .get_queue_url()
+        .queue_name("orders-dlq")
+        .send()
+        .await
+        .is_ok());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(file);
+}

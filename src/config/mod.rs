@@ -70,6 +70,8 @@ impl fmt::Display for ConfigError {
 #[derive(Clone, Debug, Default)]
 pub struct Layers {
     values: BTreeMap<&'static str, (String, Source)>,
+    /// The structured `queues` key of the file (local modes), unparsed.
+    queues: Option<(serde_yaml::Value, Source)>,
     problems: Vec<Problem>,
     file: Option<PathBuf>,
 }
@@ -156,6 +158,10 @@ impl Layers {
                 );
                 continue;
             };
+            if key == QUEUES {
+                self.queues = Some((v, source.clone()));
+                continue;
+            }
             let Some(spec) = spec(key) else {
                 let hint = if key == "config" {
                     "the file's own path can only be given by --config or SQSD_CONFIG".to_string()
@@ -198,7 +204,34 @@ fn non_empty(v: Option<String>) -> Option<String> {
 }
 
 fn known_keys() -> String {
-    OPTIONS.iter().map(|o| o.key).collect::<Vec<_>>().join(", ")
+    let mut keys: Vec<&str> = OPTIONS.iter().map(|o| o.key).collect();
+    keys.push(QUEUES);
+    keys.join(", ")
+}
+
+/// File key of the queues the embedded endpoint creates at start.
+pub const QUEUES: &str = "queues";
+
+/// A queue declared for the embedded endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueDecl {
+    pub name: String,
+    /// SQS queue attributes by their API names (`VisibilityTimeout`, ...).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, serde_yaml::Value>,
+    /// Dead-letter queue (declared too, or created empty) and its count.
+    #[serde(default)]
+    pub dead_letter: Option<DeadLetterDecl>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterDecl {
+    pub queue: String,
+    pub max_receive_count: u32,
 }
 
 fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
@@ -237,6 +270,8 @@ pub struct Config {
     pub batch_linger: Duration,
     /// Listen address of the embedded SQS endpoint.
     pub sqs_listen: SocketAddr,
+    /// Queues the embedded endpoint creates at start.
+    pub queues: Vec<QueueDecl>,
     /// Sign with fixed local credentials (set by `sqsd local`, not an option).
     pub static_credentials: bool,
 }
@@ -284,9 +319,25 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
             SocketAddr::from(([127, 0, 0, 1], 0)),
         ),
         static_credentials: false,
+        queues: Vec::new(),
     };
+    let mut config = config;
+    let mut queue_problems = Vec::new();
+    if let Some((value, source)) = &layers.queues {
+        match serde_yaml::from_value::<Vec<QueueDecl>>(value.clone()) {
+            Ok(q) => config.queues = q,
+            Err(e) => queue_problems.push(Problem {
+                setting: QUEUES.into(),
+                source: source.clone(),
+                message: format!(
+                    "must be a list of {{name, attributes, dead_letter: {{queue, max_receive_count}}, tags}}: {e}"
+                ),
+            }),
+        }
+    }
     let mut problems = layers.problems.clone();
     problems.extend(p.into_problems());
+    problems.extend(queue_problems);
     if problems.is_empty() {
         Ok(Loaded { config, layers })
     } else {

@@ -216,3 +216,20 @@ fn worker_url_loses_its_trailing_slash() {
     .config;
     assert_eq!(c.worker_url, "http://127.0.0.1:8080/app");
 }
+
+#[test]
+fn queues_can_be_declared_in_the_file() {
+    let file = "queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nqueues:\n  - name: orders\n    attributes: {VisibilityTimeout: 60}\n    dead_letter: {queue: orders-dlq, max_receive_count: 3}\n  - name: jobs.fifo\n";
+    let c = load_with(&[], &[], Some(file)).unwrap().config;
+    assert_eq!(c.queues.len(), 2);
+    assert_eq!(c.queues[0].name, "orders");
+    assert_eq!(
+        c.queues[0].dead_letter.as_ref().unwrap().max_receive_count,
+        3
+    );
+    let bad = "queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nqueues:\n  - name: x\n    colour: red\n";
+    let err = load_with(&[], &[], Some(bad))
+        .err()
+        .expect("unknown field refused");
+    assert_eq!(err.problems[0].setting, "queues");
+}
