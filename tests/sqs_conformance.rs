@@ -383,3 +383,93 @@ async fn bad_input_gets_an_error_and_the_server_keeps_serving() {
     q.send("fine").await;
     assert_eq!(receive(&q, 1, 1, None).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifo_orders_groups_locks_them_and_deduplicates() {
+    let name = format!("fifo-{:08x}.fifo", fastrand::u32(..));
+    let client = common::client();
+    let url = client
+        .create_queue()
+        .queue_name(&name)
+        .attributes(Q::FifoQueue, "true")
+        .attributes(Q::ContentBasedDeduplication, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let q = TestQueue {
+        client: client.clone(),
+        url: url.clone(),
+        name,
+    };
+    let send = |body: &'static str, dedup: Option<&'static str>| {
+        q.client
+            .send_message()
+            .queue_url(&url)
+            .message_body(body)
+            .message_group_id("g")
+            .set_message_deduplication_id(dedup.map(String::from))
+            .send()
+    };
+    let mut numbers = Vec::new();
+    for body in ["1", "2", "3"] {
+        let out = send(body, None).await.unwrap();
+        numbers.push(
+            out.sequence_number
+                .expect("sequence number")
+                .parse::<u128>()
+                .unwrap(),
+        );
+    }
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    let first = send("dup", Some("same-id")).await.unwrap();
+    let again = send("dup, other body", Some("same-id")).await.unwrap();
+    assert_eq!(
+        first.message_id, again.message_id,
+        "deduplicated within 5 minutes"
+    );
+    let e = q
+        .client
+        .send_message()
+        .queue_url(&url)
+        .message_body("x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "MissingParameter");
+
+    let one = receive(&q, 1, 0, Some(30)).await;
+    assert_eq!(one[0].body.as_deref(), Some("1"));
+    assert!(
+        receive(&q, 1, 0, None).await.is_empty(),
+        "group locked while 1 is in flight"
+    );
+    q.client
+        .delete_message()
+        .queue_url(&url)
+        .receipt_handle(one[0].receipt_handle.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let two = receive(&q, 1, 1, Some(30)).await;
+    assert_eq!(two[0].body.as_deref(), Some("2"));
+    assert_eq!(sys(&two[0], Sys::MessageGroupId), "g");
+    q.client
+        .change_message_visibility()
+        .queue_url(&url)
+        .receipt_handle(two[0].receipt_handle.clone().unwrap())
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let two_again = receive(&q, 1, 1, Some(30)).await;
+    assert_eq!(
+        two_again[0].body.as_deref(),
+        Some("2"),
+        "order kept after a retry"
+    );
+    assert_eq!(sys(&two_again[0], Sys::ApproximateReceiveCount), "2");
+    // 2 (in flight), 3 and dup remain: exactly one "dup".
+    assert_eq!(q.attribute(Q::ApproximateNumberOfMessages).await, "2");
+}

@@ -196,6 +196,9 @@ impl Api {
                 if let Some(m) = sent.md5_system {
                     out["MD5OfMessageSystemAttributes"] = json!(m);
                 }
+                if let Some(n) = sent.sequence_number {
+                    out["SequenceNumber"] = json!(n);
+                }
                 Ok(out)
             }
             "SendMessageBatch" => {
@@ -213,6 +216,9 @@ impl Api {
                             if let Some(m) = sent.md5_system {
                                 r["MD5OfMessageSystemAttributes"] = json!(m);
                             }
+                            if let Some(n) = sent.sequence_number {
+                                r["SequenceNumber"] = json!(n);
+                            }
                             ok.push(r);
                         }
                         Err(err) => failed.push(failed_entry(id, &err)),
@@ -222,7 +228,8 @@ impl Api {
             }
             "ReceiveMessage" => self.receive(p).await,
             "DeleteMessage" => {
-                self.queue(p)?.delete(str_param(p, "ReceiptHandle")?)?;
+                self.queue(p)?
+                    .delete(str_param(p, "ReceiptHandle")?, self.now())?;
                 Ok(json!({}))
             }
             "DeleteMessageBatch" => {
@@ -230,7 +237,7 @@ impl Api {
                 let (mut ok, mut failed) = (Vec::new(), Vec::new());
                 for e in batch_entries(p)? {
                     let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-                    match str_param(e, "ReceiptHandle").and_then(|h| q.delete(h)) {
+                    match str_param(e, "ReceiptHandle").and_then(|h| q.delete(h, self.now())) {
                         Ok(()) => ok.push(json!({ "Id": id })),
                         Err(err) => failed.push(failed_entry(id, &err)),
                     }
@@ -280,11 +287,6 @@ impl Api {
             ));
         }
         settings.fifo = name.ends_with(".fifo");
-        if settings.fifo {
-            return Err(ApiError::unsupported(
-                "FIFO queues are not supported by this server yet.",
-            ));
-        }
         if let Ok(existing) = self.store.get(name) {
             if !attrs.is_empty() && !same_settings(&existing.settings(), &settings) {
                 return Err(ApiError::queue_exists(name));
@@ -336,6 +338,14 @@ impl Api {
                 delay_s,
                 attributes,
                 trace_header,
+                group_id: p
+                    .get("MessageGroupId")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                dedup_id: p
+                    .get("MessageDeduplicationId")
+                    .and_then(Value::as_str)
+                    .map(String::from),
             },
             self.now(),
         )
@@ -501,6 +511,15 @@ fn message_json(m: &Received, system: &[String], wanted: &[String]) -> Value {
     );
     if let Some(t) = &m.trace_header {
         put("AWSTraceHeader", t.clone());
+    }
+    if let Some(g) = &m.group_id {
+        put("MessageGroupId", g.clone());
+    }
+    if let Some(d) = &m.dedup_id {
+        put("MessageDeduplicationId", d.clone());
+    }
+    if let Some(n) = &m.sequence_number {
+        put("SequenceNumber", n.clone());
     }
     if !attrs.is_empty() {
         out["Attributes"] = Value::Object(attrs);

@@ -2,15 +2,17 @@
 //! delays, retention, receive counts, redrive to a dead-letter queue, and
 //! long polls woken as soon as a message becomes available.
 //!
-//! Each queue keeps its messages in a map by sequence number, a deque of the
-//! ones visible now, and a min-heap of the times at which hidden ones become
-//! visible. Heap and deque entries may go stale (a message deleted or hidden
-//! again); they are checked against the message when taken.
+//! Each queue keeps its messages in a map by sequence number, the set of the
+//! ones visible now (in send order, which FIFO queues need), and a min-heap
+//! of the times at which hidden ones become visible. Heap entries may go
+//! stale (a message deleted or hidden again); they are checked against the
+//! message when they come up.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use super::error::ApiError;
@@ -36,6 +38,10 @@ pub struct NewMessage {
     pub delay_s: Option<u32>,
     pub attributes: BTreeMap<String, Attr>,
     pub trace_header: Option<String>,
+    /// FIFO queues: the message group (required there).
+    pub group_id: Option<String>,
+    /// FIFO queues: deduplication id (or content-based).
+    pub dedup_id: Option<String>,
 }
 
 /// What a sender gets back.
@@ -45,6 +51,8 @@ pub struct Sent {
     pub md5_body: String,
     pub md5_attributes: Option<String>,
     pub md5_system: Option<String>,
+    /// FIFO queues only.
+    pub sequence_number: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -55,12 +63,23 @@ struct Stored {
     md5_attributes: Option<String>,
     attributes: BTreeMap<String, Attr>,
     trace_header: Option<String>,
+    group_id: Option<String>,
+    dedup_id: Option<String>,
+    sequence_number: Option<String>,
     sent_ms: i64,
     first_received_ms: Option<i64>,
     receive_count: u32,
     visible_at_ms: i64,
+    /// In the visible set (receivable now).
     queued: bool,
     nonce: u64,
+}
+
+impl Stored {
+    /// Received and not yet visible again.
+    fn in_flight(&self, now_ms: i64) -> bool {
+        !self.queued && self.receive_count > 0 && self.visible_at_ms > now_ms
+    }
 }
 
 /// A received message, as the receiver sees it.
@@ -73,6 +92,9 @@ pub struct Received {
     pub md5_attributes: Option<String>,
     pub attributes: BTreeMap<String, Attr>,
     pub trace_header: Option<String>,
+    pub group_id: Option<String>,
+    pub dedup_id: Option<String>,
+    pub sequence_number: Option<String>,
     pub sent_ms: i64,
     pub first_received_ms: i64,
     pub receive_count: u32,
@@ -110,15 +132,25 @@ impl Default for Settings {
     }
 }
 
+/// How long a FIFO deduplication id is remembered.
+const DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// First FIFO sequence number: 20 digits, as AWS's.
+const SEQUENCE_BASE: u64 = 10_000_000_000_000_000_000;
+
 #[derive(Default)]
 struct State {
     settings: Settings,
     tags: BTreeMap<String, String>,
     messages: HashMap<u64, Stored>,
-    visible: VecDeque<u64>,
+    /// Receivable messages in send order.
+    visible: BTreeSet<u64>,
     hidden: BinaryHeap<Reverse<(i64, u64)>>,
     next_seq: u64,
     modified_ms: i64,
+    /// FIFO: messages in flight per group; a group with any is locked.
+    groups_in_flight: HashMap<String, u32>,
+    /// FIFO: deduplication id -> (expiry, message id, sequence number).
+    dedup: HashMap<String, (i64, String, String)>,
 }
 
 /// One queue.
@@ -167,15 +199,47 @@ impl Queue {
                 s.settings.max_message_size
             )));
         }
-        let delay = m.delay_s.unwrap_or(s.settings.delay_s);
+        let dedup_id = if s.settings.fifo {
+            Some(s.fifo_checks(&m)?)
+        } else {
+            None
+        };
         let seq = s.next_seq;
+        let sequence_number = s.settings.fifo.then(|| (SEQUENCE_BASE + seq).to_string());
+        let md5_attributes = md5::of_attributes(&m.attributes);
+        let md5_system = m.trace_header.as_deref().map(md5::of_trace_header);
+        if let Some(d) = &dedup_id {
+            s.dedup.retain(|_, (expiry, _, _)| *expiry > now_ms);
+            if let Some((_, id, number)) = s.dedup.get(d) {
+                // A duplicate within the window: accepted, not enqueued again.
+                return Ok(Sent {
+                    id: id.clone(),
+                    md5_body: md5::of_body(&m.body),
+                    md5_attributes,
+                    md5_system,
+                    sequence_number: Some(number.clone()),
+                });
+            }
+        }
+        let delay = if s.settings.fifo {
+            s.settings.delay_s
+        } else {
+            m.delay_s.unwrap_or(s.settings.delay_s)
+        };
         s.next_seq += 1;
         let sent = Sent {
             id: message_id(),
             md5_body: md5::of_body(&m.body),
-            md5_attributes: md5::of_attributes(&m.attributes),
-            md5_system: m.trace_header.as_deref().map(md5::of_trace_header),
+            md5_attributes,
+            md5_system,
+            sequence_number,
         };
+        if let (Some(d), Some(n)) = (&dedup_id, &sent.sequence_number) {
+            s.dedup.insert(
+                d.clone(),
+                (now_ms + DEDUP_WINDOW_MS, sent.id.clone(), n.clone()),
+            );
+        }
         let visible_at_ms = now_ms + i64::from(delay) * 1000;
         s.messages.insert(
             seq,
@@ -186,6 +250,9 @@ impl Queue {
                 md5_attributes: sent.md5_attributes.clone(),
                 attributes: m.attributes,
                 trace_header: m.trace_header,
+                group_id: m.group_id,
+                dedup_id,
+                sequence_number: sent.sequence_number.clone(),
                 sent_ms: now_ms,
                 first_received_ms: None,
                 receive_count: 0,
@@ -195,7 +262,7 @@ impl Queue {
             },
         );
         if delay == 0 {
-            s.visible.push_back(seq);
+            s.visible.insert(seq);
         } else {
             s.hidden.push(Reverse((visible_at_ms, seq)));
         }
@@ -207,29 +274,45 @@ impl Queue {
     /// Takes up to `max` visible messages and hides them for `visibility_s`.
     /// Messages past their queue's maxReceiveCount are returned in the second
     /// list instead, removed, for the caller to move to the dead-letter queue.
+    /// On a FIFO queue, messages come in send order per group, and a group
+    /// with a message in flight gives none until it is settled.
     pub fn take(
         &self,
         max: usize,
         visibility_s: Option<u32>,
         now_ms: i64,
     ) -> (Vec<Received>, Vec<NewMessageWithHistory>) {
-        let mut s = self.lock();
+        let mut guard = self.lock();
+        let s = &mut *guard;
         s.promote(now_ms);
         let visibility_s = visibility_s.unwrap_or(s.settings.visibility_timeout_s);
         let retention_ms = i64::from(s.settings.retention_s) * 1000;
         let max_receives = s.settings.redrive.as_ref().map(|r| r.2);
+        let fifo = s.settings.fifo;
         let mut out = Vec::new();
         let mut dead = Vec::new();
+        let mut taken_groups: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
         while out.len() < max {
-            let Some(seq) = s.visible.pop_front() else {
+            let Some(seq) = s.visible.range(cursor..).next().copied() else {
                 break;
             };
+            cursor = seq + 1;
             let Some(m) = s.messages.get_mut(&seq) else {
+                s.visible.remove(&seq);
                 continue;
             };
-            if !m.queued || m.visible_at_ms > now_ms {
-                continue;
+            if fifo {
+                let group = m.group_id.clone().unwrap_or_default();
+                let locked = s.groups_in_flight.get(&group).is_some_and(|n| *n > 0);
+                if locked && !taken_groups.contains(&group) {
+                    continue;
+                }
+                if !taken_groups.contains(&group) {
+                    taken_groups.push(group);
+                }
             }
+            s.visible.remove(&seq);
             m.queued = false;
             if now_ms - m.sent_ms > retention_ms {
                 s.messages.remove(&seq);
@@ -253,11 +336,17 @@ impl Queue {
                 md5_attributes: m.md5_attributes.clone(),
                 attributes: m.attributes.clone(),
                 trace_header: m.trace_header.clone(),
+                group_id: m.group_id.clone(),
+                dedup_id: m.dedup_id.clone(),
+                sequence_number: m.sequence_number.clone(),
                 sent_ms: m.sent_ms,
                 first_received_ms: first,
                 receive_count: m.receive_count,
             };
             let at = m.visible_at_ms;
+            if let Some(g) = &m.group_id {
+                *s.groups_in_flight.entry(g.clone()).or_default() += 1;
+            }
             s.hidden.push(Reverse((at, seq)));
             out.push(r);
         }
@@ -271,14 +360,21 @@ impl Queue {
 
     /// Deletes by receipt handle. A stale handle succeeds without deleting,
     /// as AWS documents; an unparsable one is an error.
-    pub fn delete(&self, handle: &str) -> Result<(), ApiError> {
+    pub fn delete(&self, handle: &str, now_ms: i64) -> Result<(), ApiError> {
         let (seq, nonce) = parse_receipt(handle)?;
         let mut s = self.lock();
         if s.messages
             .get(&seq)
             .is_some_and(|m| m.nonce == nonce && m.receive_count > 0)
         {
-            s.messages.remove(&seq);
+            if let Some(m) = s.messages.remove(&seq) {
+                s.visible.remove(&seq);
+                if m.in_flight(now_ms) {
+                    s.release_group(&m.group_id);
+                }
+            }
+            drop(s);
+            self.ready.notify_waiters();
         }
         Ok(())
     }
@@ -296,14 +392,16 @@ impl Queue {
                 "Value {handle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change."
             )));
         };
-        if m.queued || m.visible_at_ms <= now_ms {
+        if !m.in_flight(now_ms) {
             return Err(ApiError::message_not_inflight());
         }
         m.visible_at_ms = now_ms + i64::from(timeout_s) * 1000;
         let at = m.visible_at_ms;
         if timeout_s == 0 {
             m.queued = true;
-            s.visible.push_back(seq);
+            let group = m.group_id.clone();
+            s.visible.insert(seq);
+            s.release_group(&group);
         } else {
             s.hidden.push(Reverse((at, seq)));
         }
@@ -318,6 +416,7 @@ impl Queue {
         s.messages.clear();
         s.visible.clear();
         s.hidden.clear();
+        s.groups_in_flight.clear();
     }
 
     /// Visible, in flight and delayed counts.
@@ -347,7 +446,7 @@ impl Queue {
         stored.queued = true;
         stored.nonce = 0;
         s.messages.insert(seq, stored);
-        s.visible.push_back(seq);
+        s.visible.insert(seq);
         drop(s);
         self.ready.notify_waiters();
     }
@@ -363,19 +462,53 @@ impl From<Stored> for NewMessageWithHistory {
 }
 
 impl State {
-    /// Moves hidden messages whose time has come to the visible deque.
+    /// Moves hidden messages whose time has come to the visible set; a
+    /// received one that comes back frees its FIFO group.
     fn promote(&mut self, now_ms: i64) {
         while let Some(Reverse((at, seq))) = self.hidden.peek().copied() {
             if at > now_ms {
                 break;
             }
             self.hidden.pop();
-            if let Some(m) = self.messages.get_mut(&seq) {
-                if m.visible_at_ms == at && !m.queued {
-                    m.queued = true;
-                    self.visible.push_back(seq);
+            let Some(m) = self.messages.get_mut(&seq) else {
+                continue;
+            };
+            if m.visible_at_ms == at && !m.queued {
+                m.queued = true;
+                let group = (m.receive_count > 0).then(|| m.group_id.clone()).flatten();
+                self.visible.insert(seq);
+                self.release_group(&group);
+            }
+        }
+    }
+
+    fn release_group(&mut self, group: &Option<String>) {
+        if let Some(g) = group {
+            if let Some(n) = self.groups_in_flight.get_mut(g) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.groups_in_flight.remove(g);
                 }
             }
+        }
+    }
+
+    /// FIFO send rules; returns the deduplication id to use.
+    fn fifo_checks(&self, m: &NewMessage) -> Result<String, ApiError> {
+        if m.group_id.as_deref().unwrap_or("").is_empty() {
+            return Err(ApiError::missing_parameter("MessageGroupId"));
+        }
+        if m.delay_s.is_some_and(|d| d > 0) {
+            return Err(ApiError::invalid_parameter(
+                "Value for parameter DelaySeconds is invalid. Reason: The request include parameter that is not valid for this queue type.",
+            ));
+        }
+        match (&m.dedup_id, self.settings.content_based_dedup) {
+            (Some(d), _) => Ok(d.clone()),
+            (None, true) => Ok(hex::encode(Sha256::digest(m.body.as_bytes()))),
+            (None, false) => Err(ApiError::invalid_parameter(
+                "The queue should either have ContentBasedDeduplication enabled or MessageDeduplicationId provided explicitly",
+            )),
         }
     }
 }
@@ -538,11 +671,11 @@ mod tests {
         assert_eq!(again[0].first_received_ms, 1000);
         assert_ne!(again[0].receipt_handle, got[0].receipt_handle);
         // The stale handle does not delete.
-        q.delete(&got[0].receipt_handle).unwrap();
+        q.delete(&got[0].receipt_handle, 6000).unwrap();
         assert_eq!(q.counts(6000), (0, 1, 0));
-        q.delete(&again[0].receipt_handle).unwrap();
+        q.delete(&again[0].receipt_handle, 6000).unwrap();
         assert_eq!(q.counts(6000), (0, 0, 0));
-        assert!(q.delete("garbage").is_err());
+        assert!(q.delete("garbage", 6000).is_err());
     }
 
     #[test]
@@ -563,6 +696,54 @@ mod tests {
         q.change_visibility(&got[0].receipt_handle, 0, 2001)
             .unwrap();
         assert_eq!(q.take(1, None, 2001).0.len(), 1);
+    }
+
+    #[test]
+    fn fifo_keeps_group_order_and_locks_groups() {
+        let q = Store::new("http://x")
+            .create(
+                "f.fifo",
+                Settings {
+                    fifo: true,
+                    content_based_dedup: true,
+                    ..Settings::default()
+                },
+                BTreeMap::new(),
+                0,
+            )
+            .unwrap();
+        let fifo = |body: &str, group: &str| NewMessage {
+            body: body.into(),
+            group_id: Some(group.into()),
+            ..NewMessage::default()
+        };
+        for (b, g) in [("a1", "a"), ("b1", "b"), ("a2", "a")] {
+            q.send(fifo(b, g), 0).unwrap();
+        }
+        let dup = q.send(fifo("a1", "a"), 1).unwrap();
+        assert_eq!(q.counts(1).0, 3, "content-based duplicate not enqueued");
+        assert!(dup.sequence_number.is_some());
+        let (got, _) = q.take(1, Some(30), 10);
+        assert_eq!(got[0].body, "a1");
+        let (got2, _) = q.take(10, Some(30), 10);
+        let bodies: Vec<&str> = got2.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(
+            bodies,
+            vec!["b1"],
+            "group a is locked while a1 is in flight"
+        );
+        q.delete(&got[0].receipt_handle, 20).unwrap();
+        let (got3, _) = q.take(10, Some(30), 20);
+        assert_eq!(got3[0].body, "a2");
+        assert!(q
+            .send(
+                NewMessage {
+                    body: "x".into(),
+                    ..NewMessage::default()
+                },
+                0
+            )
+            .is_err());
     }
 
     #[test]
