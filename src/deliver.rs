@@ -47,9 +47,10 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Delivers one message and settles it. When `abort` fires first, the
-    /// POST is abandoned and the message made visible again at once.
-    pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) {
+    /// Delivers one message and settles it; true when it is deleted. When
+    /// `abort` fires first, the POST is abandoned and the message made
+    /// visible again at once.
+    pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) -> bool {
         if policy::is_expired(
             msg.first_received_at_ms,
             self.clock.now_ms(),
@@ -59,7 +60,7 @@ impl Dispatcher {
             tracing::info!(message_id = %msg.id, "message outlived the retention period; deleting it unsent");
             self.settler
                 .settle(&msg.id, &msg.receipt_handle, Action::Delete);
-            return;
+            return true;
         }
         let started = Instant::now();
         self.metrics.in_flight.inc();
@@ -70,7 +71,7 @@ impl Dispatcher {
                 self.metrics.released.inc();
                 tracing::warn!(message_id = %msg.id, "drain timeout: POST abandoned, message released");
                 self.settler.settle(&msg.id, &msg.receipt_handle, Action::ChangeVisibility(0));
-                return;
+                return false;
             }
         };
         self.metrics.in_flight.dec();
@@ -85,6 +86,7 @@ impl Dispatcher {
             Settlement::Delete => {
                 self.settler
                     .settle(&msg.id, &msg.receipt_handle, Action::Delete);
+                true
             }
             Settlement::Retry(after_s) => {
                 let (status, error) = match &outcome {
@@ -111,8 +113,17 @@ impl Dispatcher {
                     &msg.receipt_handle,
                     Action::ChangeVisibility(after_s),
                 );
+                false
             }
         }
+    }
+
+    /// Gives a message back to the queue undelivered (visible at once).
+    pub fn give_back(&self, msg: &Incoming, why: &str) {
+        self.metrics.released.inc();
+        tracing::info!(message_id = %msg.id, why, "message given back to the queue");
+        self.settler
+            .settle(&msg.id, &msg.receipt_handle, Action::ChangeVisibility(0));
     }
 
     /// The POST, extending visibility while it runs past 3/4 of the timeout.

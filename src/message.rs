@@ -35,6 +35,8 @@ pub struct Incoming {
     pub receive_count: Option<u32>,
     pub sender_id: Option<String>,
     pub trace_header: Option<String>,
+    /// FIFO queues: the message group, whose order must be kept.
+    pub group_id: Option<String>,
     /// String and Number attributes by name; Binary ones are left out.
     pub attributes: Vec<(String, String)>,
 }
@@ -50,6 +52,7 @@ impl From<Message> for Incoming {
             take(SysAttr::ApproximateReceiveCount).and_then(|s| s.parse::<u32>().ok());
         let sender_id = take(SysAttr::SenderId);
         let trace_header = take(SysAttr::AwsTraceHeader);
+        let group_id = take(SysAttr::MessageGroupId);
         let mut attributes: Vec<(String, String)> = m
             .message_attributes
             .unwrap_or_default()
@@ -70,6 +73,7 @@ impl From<Message> for Incoming {
             receive_count,
             sender_id,
             trace_header,
+            group_id,
             attributes,
         }
     }
@@ -314,6 +318,7 @@ mod tests {
             receive_count: Some(3),
             sender_id: Some("AIDAEXAMPLE".into()),
             trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+            group_id: None,
             attributes: vec![("color".into(), "blue".into()), ("n".into(), "42".into())],
         }
     }

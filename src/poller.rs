@@ -16,7 +16,6 @@ use crate::deliver::Dispatcher;
 use crate::health::Health;
 use crate::message::Incoming;
 use crate::policy::Backoff;
-use crate::settle::Action;
 use crate::sqs::{Queue, MAX_BATCH};
 
 /// How long a poller holding some free slots waits for more before polling,
@@ -109,6 +108,10 @@ impl Poller {
         Some(slots)
     }
 
+    /// Starts a delivery per message, each with one slot. Messages of one
+    /// FIFO group go to a single task that delivers them in order; after a
+    /// failure it gives the rest of the group back undelivered, so SQS
+    /// keeps the group's order.
     fn dispatch(
         &self,
         messages: Vec<aws_sdk_sqs::types::Message>,
@@ -118,6 +121,7 @@ impl Poller {
             .metrics
             .received
             .inc_by(messages.len() as u64);
+        let mut groups: Vec<(String, Vec<(Incoming, OwnedSemaphorePermit)>)> = Vec::new();
         for m in messages {
             let msg = Incoming::from(m);
             let slot = if self.stop.is_cancelled() {
@@ -127,20 +131,30 @@ impl Poller {
             };
             let Some(slot) = slot else {
                 // Shutting down (or SQS sent more than asked): give it back now.
-                self.dispatcher.metrics.released.inc();
-                tracing::info!(message_id = %msg.id, "not started; message given back to the queue");
-                self.dispatcher.settler.settle(
-                    &msg.id,
-                    &msg.receipt_handle,
-                    Action::ChangeVisibility(0),
-                );
+                self.dispatcher.give_back(&msg, "not started");
                 continue;
             };
+            match msg.group_id.clone() {
+                Some(g) => match groups.iter_mut().find(|(name, _)| *name == g) {
+                    Some((_, list)) => list.push((msg, slot)),
+                    None => groups.push((g, vec![(msg, slot)])),
+                },
+                None => groups.push((String::new(), vec![(msg, slot)])),
+            }
+        }
+        for (_, list) in groups {
             let dispatcher = self.dispatcher.clone();
             let abort = self.abort.clone();
             self.deliveries.spawn(async move {
-                dispatcher.handle(msg, &abort).await;
-                drop(slot);
+                let mut failed = false;
+                for (msg, slot) in list {
+                    if failed {
+                        dispatcher.give_back(&msg, "an earlier message of its group failed");
+                    } else {
+                        failed = !dispatcher.handle(msg, &abort).await;
+                    }
+                    drop(slot);
+                }
             });
         }
     }
