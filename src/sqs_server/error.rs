@@ -131,14 +131,6 @@ impl ApiError {
         Self::new("SerializationException", "MalformedQueryString", message)
     }
 
-    pub fn unsupported(message: impl Into<String>) -> ApiError {
-        Self::new(
-            "UnsupportedOperation",
-            "AWS.SimpleQueueService.UnsupportedOperation",
-            message,
-        )
-    }
-
     /// The JSON protocol body.
     pub fn json_body(&self) -> String {
         serde_json::json!({
