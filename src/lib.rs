@@ -81,9 +81,8 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
                 return ExitCode::FAILURE;
             }
         };
-        let listen = config.sqs_listen;
         let result = match cli.mode {
-            Mode::Local => local::run_local(config, listen, shutdown).await,
+            Mode::Local => local::run_local(config, shutdown).await,
             Mode::SqsServer => local::run_server(config, shutdown).await,
             _ => daemon::run(config, shutdown).await,
         };

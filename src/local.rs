@@ -110,16 +110,25 @@ fn yaml_text(v: &serde_yaml::Value) -> String {
     }
 }
 
-/// `sqsd sqs-server`: serves until `shutdown`.
-pub async fn run_server(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+/// Starts the endpoint on `sqs_listen` with the declared queues.
+async fn start_with_queues(
+    config: &Config,
+    stop: CancellationToken,
+) -> Result<(String, Arc<Api>), RunError> {
     let listen = config.sqs_listen;
-    let (base, api) = start_server(listen, shutdown.clone())
+    let (base, api) = start_server(listen, stop)
         .await
         .map_err(|source| RunError::Listen {
             addr: listen,
             source,
         })?;
     declare_queues(&api, &config.queues).await?;
+    Ok((base, api))
+}
+
+/// `sqsd sqs-server`: serves until `shutdown`.
+pub async fn run_server(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let (base, _api) = start_with_queues(&config, shutdown.clone()).await?;
     eprintln!("sqsd: SQS-compatible endpoint at {base} (any credentials are accepted)");
     shutdown.cancelled().await;
     Ok(())
@@ -127,19 +136,9 @@ pub async fn run_server(config: Config, shutdown: CancellationToken) -> Result<(
 
 /// `sqsd local`: the endpoint, the worker queue and its dead-letter queue,
 /// and the daemon against them, exactly as in production.
-pub async fn run_local(
-    mut config: Config,
-    listen: SocketAddr,
-    shutdown: CancellationToken,
-) -> Result<(), RunError> {
+pub async fn run_local(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     let server_stop = CancellationToken::new();
-    let (base, api) = start_server(listen, server_stop.clone())
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: listen,
-            source,
-        })?;
-    declare_queues(&api, &config.queues).await?;
+    let (base, api) = start_with_queues(&config, server_stop.clone()).await?;
     let name = config.queue_name().to_string();
     let now = crate::policy::Clock::now_ms(&SystemClock);
     let dlq = api

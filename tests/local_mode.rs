@@ -22,6 +22,13 @@ fn client(endpoint: &str) -> aws_sdk_sqs::Client {
     )
 }
 
+async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    let out = sqs.get_queue_url().queue_name(name).send().await;
+    out.unwrap_or_else(|e| panic!("queue {name}: {e:?}"))
+        .queue_url
+        .expect("url")
+}
+
 async fn start_local(app: &App, extra: &[&str]) -> (Daemon, String) {
     let mut args: Vec<String> = [
         "local",
@@ -60,14 +67,7 @@ async fn local_mode_delivers_what_an_sdk_sends() {
         d.log_text()
     );
     let sqs = client(&endpoint);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("worker-queue")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = queue_url(&sqs, "worker-queue").await;
     let sent = sqs
         .send_message()
         .queue_url(&url)
@@ -99,22 +99,8 @@ async fn local_mode_dead_letters_after_max_retries() {
     )
     .await;
     let sqs = client(&endpoint);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("worker-queue")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let dlq = sqs
-        .get_queue_url()
-        .queue_name("worker-queue-dlq")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = queue_url(&sqs, "worker-queue").await;
+    let dlq = queue_url(&sqs, "worker-queue-dlq").await;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -201,14 +187,7 @@ async fn sqs_server_creates_the_queues_declared_in_the_file() {
     .unwrap()
     .expect("endpoint line");
     let sqs = client(&endpoint);
-    let url = sqs
-        .get_queue_url()
-        .queue_name("orders")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = queue_url(&sqs, "orders").await;
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(&url)
