@@ -130,6 +130,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 deliveries: deliveries.clone(),
                 stop: shutdown.clone(),
                 abort: abort.clone(),
+                cut_receive: if config.finish_polls_on_shutdown {
+                    abort.clone()
+                } else {
+                    shutdown.clone()
+                },
             }
             .run(),
         );
@@ -169,7 +174,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(
         in_flight = deliveries.len(),
         drain_timeout = ?config.drain_timeout,
-        "stopping: waiting for in-flight receives (at most 20 s) and POSTs"
+        "stopping: no new receives; draining what is in flight"
     );
     let drain = async {
         while pollers.join_next().await.is_some() {}

@@ -166,6 +166,12 @@ pub async fn run_local(mut config: Config, shutdown: CancellationToken) -> Resul
     config.queue_url = queue.url.clone();
     config.endpoint_url = Some(base.clone());
     config.static_credentials = true;
+    config
+        .region
+        .get_or_insert_with(|| crate::sqs_server::store::REGION.to_string());
+    // The queue lives in this process and ends with it: nothing is gained by
+    // waiting for open long polls at shutdown.
+    config.finish_polls_on_shutdown = false;
     eprintln!(
         "sqsd local: SQS endpoint {base}\n  worker queue    {}\n  dead letters    {} (after {} receives)\n  delivering to   {}{}\n\nSend a message:\n  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region us-east-1 --endpoint-url {base} \\\n    sqs send-message --queue-url {} --message-body '{{\"hello\":\"world\"}}'\n",
         queue.url, dlq.url, config.max_retries, config.worker_url, config.http_path, queue.url

@@ -38,8 +38,11 @@ pub struct Poller {
     pub deliveries: TaskTracker,
     /// Stop receiving.
     pub stop: CancellationToken,
-    /// Abandon deliveries and receives (drain timeout passed).
+    /// Abandon deliveries (drain timeout passed).
     pub abort: CancellationToken,
+    /// Cut a receive in flight: the drain deadline, or shutdown itself when
+    /// open polls need not be waited for.
+    pub cut_receive: CancellationToken,
 }
 
 impl Poller {
@@ -62,7 +65,7 @@ impl Poller {
                 // have picked messages for it, which would then stay hidden
                 // for the visibility timeout. It finishes, and what it brings
                 // is given back at once; only the drain deadline cuts it.
-                _ = self.abort.cancelled() => return,
+                _ = self.cut_receive.cancelled() => return,
                 r = self.queue.receive(slots.num_permits(), self.visibility_s, long) => r,
             };
             match received {

@@ -274,6 +274,9 @@ pub struct Config {
     pub queues: Vec<QueueDecl>,
     /// Sign with fixed local credentials (set by `sqsd local`, not an option).
     pub static_credentials: bool,
+    /// On shutdown, let in-flight long polls return instead of cutting them
+    /// (not an option; `sqsd local` turns it off: its queue ends with it).
+    pub finish_polls_on_shutdown: bool,
 }
 
 /// A configuration together with the layers it came from (for `check-config`).
@@ -319,6 +322,7 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
             SocketAddr::from(([127, 0, 0, 1], 0)),
         ),
         static_credentials: false,
+        finish_polls_on_shutdown: true,
         queues: Vec::new(),
     };
     let mut config = config;
