@@ -170,7 +170,7 @@ impl Dispatcher {
         }
         let sent = self
             .http
-            .post(&request.url)
+            .post(request.url)
             .headers(headers)
             .body(request.body)
             .send()

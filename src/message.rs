@@ -8,7 +8,7 @@
 
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use http::{HeaderName, HeaderValue};
 
 /// Attribute that overrides `http_path` for one message.
@@ -145,7 +145,7 @@ impl Dropped {
 #[derive(Debug)]
 pub struct Request {
     /// Full URL: the application base joined with the path.
-    pub url: String,
+    pub url: reqwest::Url,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
     /// Attributes left out, with the reason, for counting and logging.
@@ -155,38 +155,29 @@ pub struct Request {
 /// Fixed parts of every request, prepared once.
 #[derive(Clone, Debug)]
 pub struct Template {
-    /// Application base URL without trailing slash.
-    pub worker_url: String,
+    /// Application base URL, parsed once; `None` if it does not parse.
+    base: Option<reqwest::Url>,
+    /// The base URL's own path without trailing slash (`""` or `/api`).
+    base_path: String,
     pub default_path: String,
     pub content_type: HeaderValue,
     pub queue_name: HeaderValue,
-    origin: Option<url_origin::Origin>,
-}
-
-mod url_origin {
-    /// Scheme, host and port of a URL, for checking that a join stayed home.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Origin(String, Option<String>, Option<u16>);
-
-    pub fn of(url: &str) -> Option<Origin> {
-        let u = reqwest::Url::parse(url).ok()?;
-        Some(Origin(
-            u.scheme().into(),
-            u.host_str().map(Into::into),
-            u.port_or_known_default(),
-        ))
-    }
 }
 
 impl Template {
     pub fn new(worker_url: &str, default_path: &str, mime_type: &str, queue_name: &str) -> Self {
+        let base = reqwest::Url::parse(worker_url).ok();
+        let base_path = base
+            .as_ref()
+            .map(|u| u.path().trim_end_matches('/').to_string())
+            .unwrap_or_default();
         Template {
-            worker_url: worker_url.trim_end_matches('/').to_string(),
+            base,
+            base_path,
             default_path: default_path.to_string(),
             content_type: HeaderValue::from_str(mime_type)
                 .unwrap_or(HeaderValue::from_static("application/json")),
             queue_name: header_value(queue_name).unwrap_or(HeaderValue::from_static("")),
-            origin: url_origin::of(worker_url),
         }
     }
 
@@ -194,10 +185,15 @@ impl Template {
     pub fn request(&self, m: &Incoming) -> Result<Request, PathError> {
         let path_attr = m.attribute(PATH_ATTR);
         let path = check_path(path_attr.unwrap_or(&self.default_path))?;
-        let url = format!("{}{}", self.worker_url, path);
-        if url_origin::of(&url) != self.origin {
-            return Err(PathError::OtherOrigin);
-        }
+        // Only the path and query of the parsed base change: scheme, host
+        // and port cannot, whatever the message says.
+        let mut url = self.base.clone().ok_or(PathError::OtherOrigin)?;
+        let (path_part, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        url.set_path(&format!("{}{path_part}", self.base_path));
+        url.set_query(query);
 
         let mut headers = Vec::with_capacity(12 + m.attributes.len());
         let mut add = |name: &'static str, value: HeaderValue| {
@@ -288,7 +284,15 @@ fn timestamp(ms: Option<i64>) -> HeaderValue {
 }
 
 pub fn iso8601(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Elastic Beanstalk's `2019-11-14 00:47:00 UTC` as ISO 8601; other text as is.
@@ -333,7 +337,7 @@ mod tests {
     #[test]
     fn headers_have_the_documented_values() {
         let r = template().request(&message()).unwrap();
-        assert_eq!(r.url, "http://127.0.0.1:8080/work");
+        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/work");
         assert!(get(&r, "user-agent").unwrap().starts_with("aws-sqsd/"));
         assert_eq!(get(&r, "content-type"), Some("application/json"));
         assert_eq!(get(&r, "x-aws-sqsd-msgid"), Some("m-1"));
@@ -361,7 +365,7 @@ mod tests {
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/other?x=1".into()));
         let r = template().request(&m).unwrap();
-        assert_eq!(r.url, "http://127.0.0.1:8080/other?x=1");
+        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/other?x=1");
         assert_eq!(get(&r, "x-aws-sqsd-path"), Some("/other?x=1"));
         assert_eq!(get(&r, "x-aws-sqsd-attr-beanstalk.sqsd.path"), None);
     }
@@ -389,7 +393,8 @@ mod tests {
             let r = template()
                 .request(&m)
                 .unwrap_or_else(|e| panic!("{good:?}: {e}"));
-            assert!(r.url.starts_with("http://127.0.0.1:8080/"), "{}", r.url);
+            assert_eq!(r.url.host_str(), Some("127.0.0.1"), "{}", r.url);
+            assert_eq!(r.url.port(), Some(8080), "{}", r.url);
         }
     }
 
@@ -434,7 +439,7 @@ mod tests {
             (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
         ];
         let r = template().request(&m).unwrap();
-        assert_eq!(r.url, "http://127.0.0.1:8080/backup");
+        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/backup");
         assert_eq!(get(&r, "x-aws-sqsd-taskname"), Some("backup-job"));
         assert_eq!(
             get(&r, "x-aws-sqsd-scheduled-at"),
@@ -463,8 +468,14 @@ mod tests {
     fn worker_url_with_a_base_path_keeps_it() {
         let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
         assert_eq!(
-            t.request(&message()).unwrap().url,
+            t.request(&message()).unwrap().url.as_str(),
             "http://localhost:8080/api/"
+        );
+        let mut m = message();
+        m.attributes.push((PATH_ATTR.into(), "/jobs?x=1".into()));
+        assert_eq!(
+            t.request(&m).unwrap().url.as_str(),
+            "http://localhost:8080/api/jobs?x=1"
         );
     }
 }
