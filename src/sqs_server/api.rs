@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
-use super::store::{Attr, NewMessage, Queue, Received, Settings, Store};
+use super::store::{Attr, NewMessage, Queue, Received, Sent, Settings, Store};
 use crate::policy::Clock;
 
 /// Most entries in one batch call; most messages in one receive.
@@ -125,6 +125,42 @@ fn failed_entry(id: &str, e: &ApiError) -> Value {
     json!({ "Id": id, "SenderFault": e.sender, "Code": e.code, "Message": e.message })
 }
 
+/// Runs `f` on each entry of a batch call; the answer lists each entry's id
+/// under `Successful` (with what `f` returned) or `Failed` (with the error).
+fn each_entry(
+    p: &Doc,
+    mut f: impl FnMut(&Doc) -> Result<Value, ApiError>,
+) -> Result<Value, ApiError> {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for e in batch_entries(p)? {
+        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        match f(e) {
+            Ok(mut v) => {
+                v["Id"] = json!(id);
+                ok.push(v);
+            }
+            Err(err) => failed.push(failed_entry(id, &err)),
+        }
+    }
+    Ok(json!({ "Successful": ok, "Failed": failed }))
+}
+
+/// What a send answers: id, digests, and the sequence number on FIFO queues.
+fn sent_json(sent: Sent) -> Value {
+    let mut out = json!({ "MessageId": sent.id, "MD5OfMessageBody": sent.md5_body });
+    let optional = [
+        ("MD5OfMessageAttributes", sent.md5_attributes),
+        ("MD5OfMessageSystemAttributes", sent.md5_system),
+        ("SequenceNumber", sent.sequence_number),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            out[key] = json!(v);
+        }
+    }
+    out
+}
+
 impl Api {
     fn now(&self) -> i64 {
         self.clock.now_ms()
@@ -188,43 +224,11 @@ impl Api {
             "ListQueueTags" => Ok(json!({ "Tags": self.queue(p)?.tags() })),
             "SendMessage" => {
                 let q = self.queue(p)?;
-                let sent = self.send(&q, p)?;
-                let mut out = json!({ "MessageId": sent.id, "MD5OfMessageBody": sent.md5_body });
-                if let Some(m) = sent.md5_attributes {
-                    out["MD5OfMessageAttributes"] = json!(m);
-                }
-                if let Some(m) = sent.md5_system {
-                    out["MD5OfMessageSystemAttributes"] = json!(m);
-                }
-                if let Some(n) = sent.sequence_number {
-                    out["SequenceNumber"] = json!(n);
-                }
-                Ok(out)
+                Ok(sent_json(self.send(&q, p)?))
             }
             "SendMessageBatch" => {
                 let q = self.queue(p)?;
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in batch_entries(p)? {
-                    let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-                    match self.send(&q, e) {
-                        Ok(sent) => {
-                            let mut r = json!({ "Id": id, "MessageId": sent.id,
-                                "MD5OfMessageBody": sent.md5_body });
-                            if let Some(m) = sent.md5_attributes {
-                                r["MD5OfMessageAttributes"] = json!(m);
-                            }
-                            if let Some(m) = sent.md5_system {
-                                r["MD5OfMessageSystemAttributes"] = json!(m);
-                            }
-                            if let Some(n) = sent.sequence_number {
-                                r["SequenceNumber"] = json!(n);
-                            }
-                            ok.push(r);
-                        }
-                        Err(err) => failed.push(failed_entry(id, &err)),
-                    }
-                }
-                Ok(json!({ "Successful": ok, "Failed": failed }))
+                each_entry(p, |e| self.send(&q, e).map(sent_json))
             }
             "ReceiveMessage" => self.receive(p).await,
             "DeleteMessage" => {
@@ -234,42 +238,29 @@ impl Api {
             }
             "DeleteMessageBatch" => {
                 let q = self.queue(p)?;
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in batch_entries(p)? {
-                    let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-                    match str_param(e, "ReceiptHandle").and_then(|h| q.delete(h, self.now())) {
-                        Ok(()) => ok.push(json!({ "Id": id })),
-                        Err(err) => failed.push(failed_entry(id, &err)),
-                    }
-                }
-                Ok(json!({ "Successful": ok, "Failed": failed }))
+                each_entry(p, |e| {
+                    q.delete(str_param(e, "ReceiptHandle")?, self.now())?;
+                    Ok(json!({}))
+                })
             }
             "ChangeMessageVisibility" => {
                 let q = self.queue(p)?;
-                let t = opt_u32(p, "VisibilityTimeout", 43_200)?
-                    .ok_or_else(|| ApiError::missing_parameter("VisibilityTimeout"))?;
-                q.change_visibility(str_param(p, "ReceiptHandle")?, t, self.now())?;
+                self.change_one(&q, p)?;
                 Ok(json!({}))
             }
             "ChangeMessageVisibilityBatch" => {
                 let q = self.queue(p)?;
-                let (mut ok, mut failed) = (Vec::new(), Vec::new());
-                for e in batch_entries(p)? {
-                    let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
-                    let result = opt_u32(e, "VisibilityTimeout", 43_200).and_then(|t| {
-                        let t =
-                            t.ok_or_else(|| ApiError::missing_parameter("VisibilityTimeout"))?;
-                        q.change_visibility(str_param(e, "ReceiptHandle")?, t, self.now())
-                    });
-                    match result {
-                        Ok(()) => ok.push(json!({ "Id": id })),
-                        Err(err) => failed.push(failed_entry(id, &err)),
-                    }
-                }
-                Ok(json!({ "Successful": ok, "Failed": failed }))
+                each_entry(p, |e| self.change_one(&q, e).map(|()| json!({})))
             }
             other => Err(ApiError::unknown_operation(other)),
         }
+    }
+
+    /// One visibility change: `ReceiptHandle` and a required `VisibilityTimeout`.
+    fn change_one(&self, q: &Queue, p: &Doc) -> Result<(), ApiError> {
+        let t = opt_u32(p, "VisibilityTimeout", 43_200)?
+            .ok_or_else(|| ApiError::missing_parameter("VisibilityTimeout"))?;
+        q.change_visibility(str_param(p, "ReceiptHandle")?, t, self.now())
     }
 
     fn create_queue(&self, p: &Doc) -> Result<Value, ApiError> {
@@ -316,7 +307,7 @@ impl Api {
         Ok(json!({ "Attributes": out }))
     }
 
-    fn send(&self, q: &Queue, p: &Doc) -> Result<super::store::Sent, ApiError> {
+    fn send(&self, q: &Queue, p: &Doc) -> Result<Sent, ApiError> {
         let body = str_param(p, "MessageBody")?;
         if body.is_empty() {
             return Err(ApiError::missing_parameter("MessageBody"));
