@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -164,14 +163,10 @@ impl Dispatcher {
             tracing::warn!(message_id = %msg.id, attribute = %name, reason = why.as_str(),
                 "attribute is not a valid header; not sent");
         }
-        let mut headers = HeaderMap::with_capacity(request.headers.len());
-        for (name, value) in request.headers {
-            headers.append(name, value);
-        }
         let sent = self
             .http
             .post(request.url)
-            .headers(headers)
+            .headers(request.headers)
             .body(request.body)
             .send()
             .await;

@@ -9,7 +9,7 @@
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
-use http::{HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Attribute that overrides `http_path` for one message.
 pub const PATH_ATTR: &str = "beanstalk.sqsd.path";
@@ -146,7 +146,7 @@ impl Dropped {
 pub struct Request {
     /// Full URL: the application base joined with the path.
     pub url: reqwest::Url,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers: HeaderMap,
     pub body: Bytes,
     /// Attributes left out, with the reason, for counting and logging.
     pub dropped: Vec<(String, Dropped)>,
@@ -195,9 +195,9 @@ impl Template {
         url.set_path(&format!("{}{path_part}", self.base_path));
         url.set_query(query);
 
-        let mut headers = Vec::with_capacity(12 + m.attributes.len());
+        let mut headers = HeaderMap::with_capacity(12 + m.attributes.len());
         let mut add = |name: &'static str, value: HeaderValue| {
-            headers.push((HeaderName::from_static(name), value));
+            headers.append(HeaderName::from_static(name), value);
         };
         add("user-agent", HeaderValue::from_static(USER_AGENT));
         add("content-type", self.content_type.clone());
@@ -242,7 +242,9 @@ impl Template {
                 continue;
             };
             match header_value(value) {
-                Some(v) => headers.push((header, v)),
+                Some(v) => {
+                    headers.append(header, v);
+                }
                 None => dropped.push((name.clone(), Dropped::BadValue)),
             }
         }
@@ -328,10 +330,7 @@ mod tests {
     }
 
     fn get<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
-        r.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_str().unwrap())
+        r.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
     #[test]
@@ -411,12 +410,8 @@ mod tests {
         assert_eq!(get(&r, "x-injected"), None);
         assert_eq!(get(&r, "x-aws-sqsd-attr-nul"), None);
         assert_eq!(get(&r, "x-aws-sqsd-attr-color"), Some("blue"));
-        let uni = r
-            .headers
-            .iter()
-            .find(|(k, _)| k == "x-aws-sqsd-attr-unicode")
-            .unwrap();
-        assert_eq!(uni.1.as_bytes(), "café".as_bytes());
+        let uni = r.headers.get("x-aws-sqsd-attr-unicode").unwrap();
+        assert_eq!(uni.as_bytes(), "café".as_bytes());
         let mut reasons: Vec<_> = r.dropped.iter().map(|(n, d)| (n.as_str(), *d)).collect();
         reasons.sort_by_key(|(n, _)| n.to_string());
         assert_eq!(
