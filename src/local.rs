@@ -20,19 +20,15 @@ use crate::sqs_server::store::{Settings, Store, ACCOUNT};
 /// Name of the worker queue `sqsd local` creates when none is configured.
 pub const DEFAULT_QUEUE: &str = "worker-queue";
 
-/// Base URL clients should use for a listen address.
+/// Base URL clients should use for a listen address (loopback for a
+/// wildcard address; IPv6 in brackets).
 pub fn base_url(addr: SocketAddr) -> String {
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_string()
+    let ip = if addr.ip().is_unspecified() {
+        [127, 0, 0, 1].into()
     } else {
-        addr.ip().to_string()
+        addr.ip()
     };
-    let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
-        format!("[{host}]")
-    } else {
-        host
-    };
-    format!("http://{host}:{}", addr.port())
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 /// Binds the endpoint and starts serving; returns its base URL and the API.
@@ -140,7 +136,7 @@ pub async fn run_local(mut config: Config, shutdown: CancellationToken) -> Resul
     let server_stop = CancellationToken::new();
     let (base, api) = start_with_queues(&config, server_stop.clone()).await?;
     let name = config.queue_name().to_string();
-    let now = crate::policy::Clock::now_ms(&SystemClock);
+    let now = api.clock.now_ms();
     let dlq = api
         .store
         .create(
