@@ -293,41 +293,25 @@ async fn errors_have_aws_codes() {
             .unwrap()
     };
     let eleven: Vec<_> = (0..11).map(|i| entry(&format!("e{i}"))).collect();
-    let e = q
-        .client
-        .send_message_batch()
-        .queue_url(&q.url)
-        .set_entries(Some(eleven))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        code(&e).contains("TooManyEntriesInBatchRequest"),
-        "{}",
-        code(&e)
-    );
-    let e = q
-        .client
-        .send_message_batch()
-        .queue_url(&q.url)
-        .set_entries(Some(vec![entry("same"), entry("same")]))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        code(&e).contains("BatchEntryIdsNotDistinct"),
-        "{}",
-        code(&e)
-    );
-    let e = q
-        .client
-        .send_message_batch()
-        .queue_url(&q.url)
-        .set_entries(Some(vec![entry("bad id!")]))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(code(&e).contains("InvalidBatchEntryId"), "{}", code(&e));
+    let bad_batches = [
+        (eleven, "TooManyEntriesInBatchRequest"),
+        (
+            vec![entry("same"), entry("same")],
+            "BatchEntryIdsNotDistinct",
+        ),
+        (vec![entry("bad id!")], "InvalidBatchEntryId"),
+    ];
+    for (entries, expected) in bad_batches {
+        let e = q
+            .client
+            .send_message_batch()
+            .queue_url(&q.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(code(&e).contains(expected), "{expected}: got {}", code(&e));
+    }
 
     let huge = "x".repeat(262_145);
     let e = q
