@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
+use crate::cron::claims::Claims;
+use crate::cron::{CronSource, Scheduler};
 use crate::deliver::{self, Dispatcher};
 use crate::health::Health;
 use crate::message::Template;
@@ -22,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::policy::SystemClock;
 use crate::poller::{poller_count, Poller};
 use crate::settle::Settler;
+use crate::signals::Reload;
 use crate::sqs::{self, Queue, QueueError, MAX_BATCH};
 
 /// Why the daemon could not run.
@@ -45,6 +48,10 @@ pub enum RunError {
     },
     #[error("cannot set up local mode: {0}")]
     Local(String),
+    #[error(transparent)]
+    CronFile(#[from] crate::cron::CronFileError),
+    #[error(transparent)]
+    CronTable(#[from] crate::cron::claims::TableError),
 }
 
 impl RunError {
@@ -52,14 +59,20 @@ impl RunError {
     /// for other configuration mistakes; 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Queue(_) => 64,
+            RunError::Queue(_) | RunError::CronFile(_) | RunError::CronTable(_) => 64,
             _ => 1,
         }
     }
 }
 
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+/// Each change of `reload` re-reads `cron.yaml`.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    reload: Reload,
+) -> Result<(), RunError> {
+    let cron_source = CronSource::load(config.cron_file.clone())?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
 
@@ -81,8 +94,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         admin_stop.clone(),
     ));
 
+    let aws = sqs::aws_setup(&config).await;
     let queue = Queue {
-        client: sqs::client(&config).await,
+        client: aws.sqs(&config),
         url: config.queue_url.clone(),
         metrics: metrics.clone(),
     };
@@ -94,6 +108,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         }
     };
     sqs::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
+
+    let claims = match &config.cron_table {
+        None => None,
+        Some(table) => {
+            let claims = Claims::new(aws.dynamodb(), table.clone(), &config.queue_url, instance_id());
+            tokio::select! {
+                prepared = claims.prepare(config.cron_create_table) => prepared?,
+                _ = shutdown.cancelled() => {
+                    admin_stop.cancel();
+                    return Ok(());
+                }
+            }
+            Some(claims)
+        }
+    };
+    let scheduler_stop = CancellationToken::new();
+    let scheduler = Arc::new(Scheduler::new(
+        queue.client.clone(),
+        config.queue_url.clone(),
+        claims,
+        metrics.clone(),
+        scheduler_stop.clone(),
+    ));
+    let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload));
 
     let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
     let dispatcher = Arc::new(Dispatcher {
@@ -167,6 +205,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     // and give back what they bring. Then wait for in-flight POSTs. Both
     // share the drain deadline; past it, everything left is abandoned.
     health.shutting_down();
+    scheduler_stop.cancel();
     if result.is_err() {
         pollers.abort_all();
     }
@@ -193,6 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         deliveries.wait().await;
     }
 
+    let _ = scheduler_task.await;
     // Every Settler handle is gone now; the settler flushes and ends.
     if settler_task.await.is_err() {
         tracing::error!("the settler stopped abnormally; some settles may be lost");
@@ -201,4 +241,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let _ = admin_task.await;
     tracing::info!("sqsd stopped");
     result
+}
+
+/// This daemon's name in the cron table: host, process and a random part,
+/// so that a restarted process never mistakes an old claim for its own.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
 }

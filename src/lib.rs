@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod cron;
 pub mod daemon;
 pub mod deliver;
 pub mod health;
@@ -58,8 +59,17 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
         }
     };
     if cli.mode == Mode::CheckConfig {
-        print!("{}", effective_config(&loaded.layers));
-        return ExitCode::SUCCESS;
+        return match cron::CronSource::load(loaded.config.cron_file.clone()) {
+            Ok(source) => {
+                print!("{}", effective_config(&loaded.layers));
+                print!("{}", cron_summary(&source, chrono::Utc::now()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sqsd: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
     }
     let config = loaded.config;
     logging::init(config.log_format, &config.log_level);
@@ -74,17 +84,17 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
         }
     };
     runtime.block_on(async move {
-        let shutdown = match signals::install() {
-            Ok(t) => t,
+        let signals = match signals::install() {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("sqsd: cannot install signal handlers: {e}");
                 return ExitCode::FAILURE;
             }
         };
         let result = match cli.mode {
-            Mode::Local => local::run_local(config, shutdown).await,
-            Mode::SqsServer => local::run_server(config, shutdown).await,
-            _ => daemon::run(config, shutdown).await,
+            Mode::Local => local::run_local(config, signals.shutdown, signals.reload).await,
+            Mode::SqsServer => local::run_server(config, signals.shutdown).await,
+            _ => daemon::run(config, signals.shutdown, signals.reload).await,
         };
         match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -133,6 +143,34 @@ pub fn effective_config(layers: &Layers) -> String {
             }
             None => out.push_str(&format!("{}: ~  # not set\n", o.key)),
         }
+    }
+    out
+}
+
+/// The periodic tasks and each one's next three ticks, as YAML comments.
+pub fn cron_summary(source: &cron::CronSource, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(path) = &source.path else {
+        return "# periodic tasks: none (no cron.yaml found)\n".into();
+    };
+    let mut out = format!(
+        "# periodic tasks from {} (times in UTC): {}\n",
+        path.display(),
+        source.tasks.len()
+    );
+    for t in &source.tasks {
+        let next: Vec<String> = t
+            .schedule
+            .upcoming(now, 3)
+            .into_iter()
+            .map(cron::eb_time)
+            .collect();
+        out.push_str(&format!(
+            "#   {}: POST {} on {:?}; next: {}\n",
+            t.name,
+            t.url,
+            t.schedule.as_str(),
+            next.join(", ")
+        ));
     }
     out
 }

@@ -132,7 +132,11 @@ pub async fn run_server(config: Config, shutdown: CancellationToken) -> Result<(
 
 /// `sqsd local`: the endpoint, the worker queue and its dead-letter queue,
 /// and the daemon against them, exactly as in production.
-pub async fn run_local(mut config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run_local(
+    mut config: Config,
+    shutdown: CancellationToken,
+    reload: crate::signals::Reload,
+) -> Result<(), RunError> {
     let server_stop = CancellationToken::new();
     let (base, api) = start_with_queues(&config, server_stop.clone()).await?;
     let name = config.queue_name().to_string();
@@ -172,7 +176,7 @@ pub async fn run_local(mut config: Config, shutdown: CancellationToken) -> Resul
         "sqsd local: SQS endpoint {base}\n  worker queue    {}\n  dead letters    {} (after {} receives)\n  delivering to   {}{}\n\nSend a message:\n  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x aws --region us-east-1 --endpoint-url {base} \\\n    sqs send-message --queue-url {} --message-body '{{\"hello\":\"world\"}}'\n",
         queue.url, dlq.url, config.max_retries, config.worker_url, config.http_path, queue.url
     );
-    let result = daemon::run(config, shutdown).await;
+    let result = daemon::run(config, shutdown, reload).await;
     server_stop.cancel();
     result
 }

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub visibility_extended: IntCounter,
     pub released: IntCounter,
     pub tasks_enqueued: IntCounterVec,
+    pub ticks_claimed: IntCounterVec,
+    pub ticks_lost: IntCounterVec,
+    pub ticks_skipped: IntCounterVec,
+    pub enqueue_failures: IntCounterVec,
+    pub task_next_run: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -121,6 +126,42 @@ impl Metrics {
                 "Periodic-task messages enqueued, by task",
                 &["task"],
             ),
+            ticks_claimed: counter_vec(
+                &r,
+                "sqsd_periodic_ticks_claimed_total",
+                "Ticks this daemon won in the coordination table, by task",
+                &["task"],
+            ),
+            ticks_lost: counter_vec(
+                &r,
+                "sqsd_periodic_ticks_lost_total",
+                "Ticks another daemon claimed first, by task",
+                &["task"],
+            ),
+            ticks_skipped: counter_vec(
+                &r,
+                "sqsd_periodic_ticks_skipped_total",
+                "Ticks not enqueued: too old to catch up, or given up after retries, by task",
+                &["task"],
+            ),
+            enqueue_failures: counter_vec(
+                &r,
+                "sqsd_periodic_enqueue_failures_total",
+                "Failed attempts to enqueue a task message (each is retried), by task",
+                &["task"],
+            ),
+            task_next_run: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "sqsd_periodic_task_next_run_timestamp_seconds",
+                        "Unix time of each task's next tick",
+                    ),
+                    &["task"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             registry: r,
         }
     }

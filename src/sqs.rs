@@ -81,10 +81,18 @@ fn is_transient_code(code: &str) -> bool {
     )
 }
 
-/// Builds the client: region, credentials and endpoint from the standard AWS
-/// chain (including `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`), overridden
-/// by the `region` and `endpoint_url` options.
-pub async fn client(config: &Config) -> Client {
+/// The AWS settings both clients (SQS, and DynamoDB for periodic tasks)
+/// are built from: the standard AWS chain, overridden by the `region` option.
+pub struct AwsSetup {
+    shared: aws_config::SdkConfig,
+    region: Region,
+    /// Whether the chain found credentials at all.
+    has_credentials: bool,
+    static_credentials: bool,
+}
+
+/// Loads region and credentials once (probing the chain can be slow).
+pub async fn aws_setup(config: &Config) -> AwsSetup {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         // A long poll takes 20 s; anything far past that is a hung connection.
@@ -97,44 +105,73 @@ pub async fn client(config: &Config) -> Client {
         loader = loader.region(Region::new(region.clone()));
     }
     if config.static_credentials {
-        loader = loader.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "local",
-            "local",
-            None,
-            None,
-            "sqsd-local",
-        ));
+        loader = loader.credentials_provider(fixed_credentials("local", "sqsd-local"));
     }
     let shared = loader.load().await;
-    let mut builder = aws_sdk_sqs::config::Builder::from(&shared);
-    if shared.region().is_none() {
-        let region = region_from_queue_url(&config.queue_url).unwrap_or_else(|| {
+    let region = match shared.region() {
+        Some(r) => r.clone(),
+        None => Region::new(region_from_queue_url(&config.queue_url).unwrap_or_else(|| {
             tracing::info!("no AWS region configured; using us-east-1");
             "us-east-1".to_string()
-        });
-        builder = builder.region(Region::new(region));
+        })),
+    };
+    let has_credentials = config.static_credentials || has_credentials(&shared).await;
+    AwsSetup {
+        shared,
+        region,
+        has_credentials,
+        static_credentials: config.static_credentials,
     }
-    if let Some(endpoint) = &config.endpoint_url {
-        builder = builder.endpoint_url(endpoint);
+}
+
+fn fixed_credentials(secret: &str, origin: &'static str) -> aws_credential_types::Credentials {
+    aws_credential_types::Credentials::new(secret, secret, None, None, origin)
+}
+
+impl AwsSetup {
+    /// LocalStack, moto and other local endpoints do not check signatures,
+    /// and a laptop often has no AWS credentials at all: sign with
+    /// placeholders when talking to a custom endpoint without credentials.
+    fn placeholder(&self, custom_endpoint: bool, service: &str) -> Option<aws_credential_types::Credentials> {
+        let custom = custom_endpoint || self.shared.endpoint_url().is_some();
+        if custom && !self.has_credentials && !self.static_credentials {
+            tracing::info!(service,
+                "no AWS credentials found; signing with placeholders for the custom endpoint");
+            return Some(fixed_credentials("placeholder", "sqsd-placeholder"));
+        }
+        None
     }
-    let custom_endpoint = config.endpoint_url.is_some()
-        || shared.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
-    if custom_endpoint && !config.static_credentials && !has_credentials(&shared).await {
-        // LocalStack and other local endpoints do not check signatures; a
-        // laptop often has no AWS credentials at all.
-        tracing::info!(
-            "no AWS credentials found; signing with placeholders for the custom endpoint"
-        );
-        builder = builder.credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "placeholder",
-            "placeholder",
-            None,
-            None,
-            "sqsd-placeholder",
-        ));
+
+    /// The SQS client, with `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`
+    /// honoured and overridden by the `endpoint_url` option.
+    pub fn sqs(&self, config: &Config) -> Client {
+        let mut builder = aws_sdk_sqs::config::Builder::from(&self.shared).region(self.region.clone());
+        if let Some(endpoint) = &config.endpoint_url {
+            builder = builder.endpoint_url(endpoint);
+        }
+        let custom = config.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
+        if let Some(c) = self.placeholder(custom, "sqs") {
+            builder = builder.credentials_provider(c);
+        }
+        Client::from_conf(builder.build())
     }
-    Client::from_conf(builder.build())
+
+    /// The DynamoDB client for the cron table, with
+    /// `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL` honoured.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(10))
+            .build();
+        let mut builder = aws_sdk_dynamodb::config::Builder::from(&self.shared)
+            .region(self.region.clone())
+            .timeout_config(timeouts);
+        let custom = std::env::var_os("AWS_ENDPOINT_URL_DYNAMODB").is_some();
+        if let Some(c) = self.placeholder(custom, "dynamodb") {
+            builder = builder.credentials_provider(c);
+        }
+        aws_sdk_dynamodb::Client::from_conf(builder.build())
+    }
 }
 
 async fn has_credentials(shared: &aws_config::SdkConfig) -> bool {

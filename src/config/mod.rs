@@ -267,6 +267,9 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub cron_file: Option<PathBuf>,
+    /// DynamoDB table coordinating periodic tasks across a fleet.
+    pub cron_table: Option<String>,
+    pub cron_create_table: bool,
     pub batch_linger: Duration,
     /// Listen address of the embedded SQS endpoint.
     pub sqs_listen: SocketAddr,
@@ -315,6 +318,8 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
         log_format: p.field(LOG_FORMAT, parse::log_format),
         log_level: p.field(LOG_LEVEL, parse::log_level),
         cron_file: p.optional(CRON_FILE, |v| Ok(PathBuf::from(v))),
+        cron_table: p.optional(CRON_TABLE, parse::table_name),
+        cron_create_table: p.field_or(CRON_CREATE_TABLE, parse::boolean, true),
         batch_linger: p.field(BATCH_LINGER, parse::linger),
         sqs_listen: p.field_or(
             SQS_LISTEN,

@@ -41,6 +41,8 @@ pub const DRAIN_TIMEOUT: &str = "drain_timeout";
 pub const LOG_FORMAT: &str = "log_format";
 pub const LOG_LEVEL: &str = "log_level";
 pub const CRON_FILE: &str = "cron_file";
+pub const CRON_TABLE: &str = "cron_table";
+pub const CRON_CREATE_TABLE: &str = "cron_create_table";
 pub const BATCH_LINGER: &str = "batch_linger";
 pub const SQS_LISTEN: &str = "sqs_listen";
 
@@ -200,6 +202,22 @@ pub const OPTIONS: &[OptionSpec] =
             None,
             "PATH",
             "Path of cron.yaml [default: ./cron.yaml, then /var/app/current/cron.yaml]"
+        ),
+        option!(
+            CRON_TABLE,
+            "SQSD_CRON_TABLE",
+            "cron-table",
+            None,
+            "TABLE",
+            "DynamoDB table that makes a fleet enqueue each periodic-task tick once; without it this daemon schedules alone"
+        ),
+        option!(
+            CRON_CREATE_TABLE,
+            "SQSD_CRON_CREATE_TABLE",
+            "cron-create-table",
+            Some("true"),
+            "BOOL",
+            "Create cron_table at start when it does not exist (true or false)"
         ),
         option!(
             BATCH_LINGER,

@@ -206,6 +206,26 @@ pub fn mime_type(text: &str) -> Result<String, String> {
     Ok(text.to_string())
 }
 
+/// A DynamoDB table name: 3-255 of `a-z A-Z 0-9 _ - .`.
+pub fn table_name(text: &str) -> Result<String, String> {
+    let ok_chars = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if (3..=255).contains(&text.len()) && ok_chars {
+        Ok(text.to_string())
+    } else {
+        Err("is not a DynamoDB table name (3-255 letters, digits, _ - .)".into())
+    }
+}
+
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err("must be true or false".into()),
+    }
+}
+
 pub fn region(text: &str) -> Result<String, String> {
     if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err("is not an AWS region name such as us-east-1".into());

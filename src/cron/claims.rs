@@ -1,0 +1,533 @@
+//! Fleet coordination in a DynamoDB table: each tick of each task is claimed
+//! by exactly one daemon with a conditional write, and only the winner
+//! enqueues it.
+//!
+//! Table layout (created on start if allowed): partition key `pk` (string,
+//! `<queue URL>#<task name>`), sort key `tick` (number, the tick's Unix
+//! second). A tick record holds who claimed it, whether its message was sent,
+//! and a lease: a claimer that dies before sending loses the tick to whoever
+//! finds the lease expired. Records expire through the `expires_at` TTL
+//! attribute. The record at `tick = 0` remembers since when a task (with that
+//! schedule) exists, so that a new task is not "caught up" into the past.
+//!
+//! Correctness rests on conditional writes, not on clocks: two daemons whose
+//! clocks differ compute the same tick and race for the same item. Clocks
+//! only matter for leases, which are far longer than any sane skew.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+};
+use aws_sdk_dynamodb::Client;
+use chrono::{DateTime, Utc};
+
+use super::schedule::eb_time;
+use crate::policy::Backoff;
+
+/// How long a claim stays exclusive without being renewed.
+pub const LEASE: Duration = Duration::from_secs(45);
+/// How long tick records are kept (through the TTL attribute).
+pub const RECORD_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
+
+const PK: &str = "pk";
+const TICK: &str = "tick";
+const CLAIMED_BY: &str = "claimed_by";
+const PHASE: &str = "phase";
+const LEASE_UNTIL: &str = "lease_until_ms";
+const EXPIRES_AT: &str = "expires_at";
+const SCHEDULED: &str = "scheduled_time";
+const SCHEDULE: &str = "schedule";
+const SINCE: &str = "since";
+
+const CLAIMED: &str = "claimed";
+const SENT: &str = "sent";
+
+/// Why the table cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("cron_table {table:?} does not exist and cron_create_table is false; create it (partition key pk: S, sort key tick: N) or allow sqsd to")]
+    Missing { table: String },
+    #[error("cron_table {table:?} has key schema {found}; sqsd needs partition key pk (S) and sort key tick (N)")]
+    WrongSchema { table: String, found: String },
+    #[error("cron_table {table:?} cannot be used: {reason}")]
+    Unusable { table: String, reason: String },
+}
+
+/// A failed DynamoDB call.
+#[derive(Debug)]
+pub struct DbError {
+    pub message: String,
+    /// Retrying will not help (missing table, access denied, bad request).
+    pub permanent: bool,
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E, R> From<SdkError<E, R>> for DbError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    fn from(e: SdkError<E, R>) -> Self {
+        let permanent = matches!(
+            e.code(),
+            Some(
+                "ResourceNotFoundException"
+                    | "AccessDeniedException"
+                    | "ValidationException"
+                    | "UnrecognizedClientException"
+            )
+        );
+        let message = match e.code() {
+            Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+            None => DisplayErrorContext(&e).to_string(),
+        };
+        DbError { message, permanent }
+    }
+}
+
+/// Whether a write failed only because its condition did not hold.
+fn lost_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.code() == Some("ConditionalCheckFailedException")
+}
+
+/// What the table says about one tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub tick: i64,
+    pub claimed_by: String,
+    pub sent: bool,
+    pub lease_until_ms: i64,
+}
+
+impl Record {
+    /// A claim whose holder neither sent nor renewed in time.
+    pub fn is_abandoned(&self, now: DateTime<Utc>) -> bool {
+        !self.sent && self.lease_until_ms < now.timestamp_millis()
+    }
+}
+
+/// The coordination table as one daemon uses it.
+pub struct Claims {
+    client: Client,
+    table: String,
+    /// Prefix of every partition key: the worker queue's URL.
+    scope: String,
+    /// This daemon's identity in claim records.
+    me: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn lease_end(now: DateTime<Utc>) -> i64 {
+    now.timestamp_millis() + LEASE.as_millis() as i64
+}
+
+impl Claims {
+    pub fn new(client: Client, table: String, queue_url: &str, me: String) -> Claims {
+        Claims {
+            client,
+            table,
+            scope: queue_url.to_string(),
+            me,
+        }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    fn pk(&self, task: &str) -> AttributeValue {
+        s(format!("{}#{task}", self.scope))
+    }
+
+    fn key(&self, task: &str, tick: i64) -> HashMap<String, AttributeValue> {
+        HashMap::from([(PK.to_string(), self.pk(task)), (TICK.to_string(), n(tick))])
+    }
+
+    /// Checks the table, creating it when missing and `create` is set.
+    /// Retries while DynamoDB is unreachable; fails on answers that will not
+    /// change by waiting.
+    pub async fn prepare(&self, create: bool) -> Result<(), TableError> {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        let unusable = |reason: String| TableError::Unusable {
+            table: self.table.clone(),
+            reason,
+        };
+        loop {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await;
+            match described {
+                Ok(out) => {
+                    let Some(table) = out.table else {
+                        return Err(unusable("DescribeTable returned no table".into()));
+                    };
+                    self.check_schema(table.key_schema())?;
+                    if table.table_status() == Some(&TableStatus::Active) {
+                        return Ok(());
+                    }
+                    tracing::info!(table = %self.table, "waiting for the cron table to become active");
+                }
+                Err(e) if e.code() == Some("ResourceNotFoundException") => {
+                    if !create {
+                        return Err(TableError::Missing {
+                            table: self.table.clone(),
+                        });
+                    }
+                    self.create().await.map_err(|e| unusable(e.message))?;
+                    tracing::info!(table = %self.table, "created the cron table");
+                    continue;
+                }
+                Err(e) => {
+                    let e = DbError::from(e);
+                    if e.permanent {
+                        return Err(unusable(e.message));
+                    }
+                    tracing::warn!(table = %self.table, error = %e, "cannot reach DynamoDB; retrying");
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    fn check_schema(&self, schema: &[KeySchemaElement]) -> Result<(), TableError> {
+        let shape: Vec<(String, String)> = schema
+            .iter()
+            .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+            .collect();
+        let wanted = [
+            (PK.to_string(), "HASH".to_string()),
+            (TICK.to_string(), "RANGE".to_string()),
+        ];
+        if shape.len() == 2 && shape.iter().all(|k| wanted.contains(k)) {
+            return Ok(());
+        }
+        Err(TableError::WrongSchema {
+            table: self.table.clone(),
+            found: shape
+                .iter()
+                .map(|(a, t)| format!("{a} ({t})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    async fn create(&self) -> Result<(), DbError> {
+        let attribute = |name: &str, kind| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(kind)
+                .build()
+                .map_err(|e| DbError {
+                    message: e.to_string(),
+                    permanent: true,
+                })
+        };
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .map_err(|e| DbError {
+                    message: e.to_string(),
+                    permanent: true,
+                })
+        };
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .attribute_definitions(attribute(PK, ScalarAttributeType::S)?)
+            .attribute_definitions(attribute(TICK, ScalarAttributeType::N)?)
+            .key_schema(key(PK, KeyType::Hash)?)
+            .key_schema(key(TICK, KeyType::Range)?)
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another daemon created it first.
+            Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+        let ttl = TimeToLiveSpecification::builder()
+            .enabled(true)
+            .attribute_name(EXPIRES_AT)
+            .build()
+            .map_err(|e| DbError {
+                message: e.to_string(),
+                permanent: true,
+            })?;
+        if let Err(e) = self
+            .client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(ttl)
+            .send()
+            .await
+        {
+            tracing::warn!(table = %self.table, error = %DbError::from(e),
+                "cannot enable TTL on the cron table; old tick records will not expire");
+        }
+        Ok(())
+    }
+
+    /// Since when `task` has existed with `schedule`: the first daemon to see
+    /// a task (or a changed schedule) records the time.
+    pub async fn task_since(
+        &self,
+        task: &str,
+        schedule: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, DbError> {
+        let got = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(task, 0)))
+            .consistent_read(true)
+            .send()
+            .await?;
+        if let Some(item) = got.item {
+            let same = item.get(SCHEDULE).and_then(|v| v.as_s().ok()).map(String::as_str)
+                == Some(schedule);
+            let since = item
+                .get(SINCE)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .and_then(|v| DateTime::from_timestamp(v, 0));
+            if let (true, Some(since)) = (same, since) {
+                return Ok(since);
+            }
+        }
+        let mut item = self.key(task, 0);
+        item.insert(SCHEDULE.into(), s(schedule));
+        item.insert(SINCE.into(), n(now.timestamp()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await?;
+        Ok(now)
+    }
+
+    /// Tries to claim `tick` of `task`; `Ok(false)` when another daemon has.
+    pub async fn claim(
+        &self,
+        task: &str,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let mut item = self.key(task, tick.timestamp());
+        item.insert(CLAIMED_BY.into(), s(&self.me));
+        item.insert(PHASE.into(), s(CLAIMED));
+        item.insert(LEASE_UNTIL.into(), n(lease_end(now)));
+        item.insert(SCHEDULED.into(), s(eb_time(tick)));
+        item.insert(
+            EXPIRES_AT.into(),
+            n(tick.timestamp() + RECORD_TTL.as_secs() as i64),
+        );
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if lost_condition(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Extends this daemon's lease on a tick it is still sending;
+    /// `Ok(false)` when the claim is no longer this daemon's.
+    pub async fn renew(
+        &self,
+        task: &str,
+        tick: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(task, tick.timestamp())))
+            .update_expression("SET #lease = :lease")
+            .condition_expression("#by = :me AND #phase = :claimed")
+            .expression_attribute_names("#lease", LEASE_UNTIL)
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_values(":lease", n(lease_end(now)))
+            .expression_attribute_values(":me", s(&self.me))
+            .expression_attribute_values(":claimed", s(CLAIMED))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(true),
+            Err(e) if lost_condition(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records that this daemon's claimed tick was enqueued.
+    pub async fn mark_sent(&self, task: &str, tick: DateTime<Utc>) -> Result<(), DbError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(task, tick.timestamp())))
+            .update_expression("SET #phase = :sent")
+            .condition_expression("#by = :me")
+            .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_values(":sent", s(SENT))
+            .expression_attribute_values(":me", s(&self.me))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(()),
+            Err(e) if lost_condition(&e) => Err(DbError {
+                message: "the claim was taken over before it was marked sent".into(),
+                permanent: true,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes over a claim whose lease expired, if nobody else did first.
+    pub async fn take_over(
+        &self,
+        task: &str,
+        record: &Record,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(task, record.tick)))
+            .update_expression("SET #by = :me, #lease = :lease")
+            .condition_expression("#by = :old AND #lease = :old_lease AND #phase = :claimed")
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_names("#lease", LEASE_UNTIL)
+            .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_values(":me", s(&self.me))
+            .expression_attribute_values(":lease", n(lease_end(now)))
+            .expression_attribute_values(":old", s(&record.claimed_by))
+            .expression_attribute_values(":old_lease", n(record.lease_until_ms))
+            .expression_attribute_values(":claimed", s(CLAIMED))
+            .send()
+            .await;
+        match updated {
+            Ok(_) => Ok(true),
+            Err(e) if lost_condition(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tick records of `task` in `[from, to]`, by tick.
+    pub async fn records(
+        &self,
+        task: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<HashMap<i64, Record>, DbError> {
+        let mut out = HashMap::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("#pk = :pk AND #tick BETWEEN :from AND :to")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#tick", TICK)
+                .expression_attribute_values(":pk", self.pk(task))
+                .expression_attribute_values(":from", n(from.timestamp().max(1)))
+                .expression_attribute_values(":to", n(to.timestamp()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items() {
+                if let Some(r) = record(item) {
+                    out.insert(r.tick, r);
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+fn record(item: &HashMap<String, AttributeValue>) -> Option<Record> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let number = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    Some(Record {
+        tick: number(TICK)?,
+        claimed_by: text(CLAIMED_BY).unwrap_or_default(),
+        sent: text(PHASE).as_deref() == Some(SENT),
+        lease_until_ms: number(LEASE_UNTIL).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn records_are_read_back_from_items() {
+        let item = HashMap::from([
+            (PK.to_string(), s("q#t")),
+            (TICK.to_string(), n(1_700_000_000)),
+            (CLAIMED_BY.to_string(), s("host-1")),
+            (PHASE.to_string(), s(CLAIMED)),
+            (LEASE_UNTIL.to_string(), n(1_700_000_045_000)),
+        ]);
+        let r = record(&item).unwrap();
+        assert_eq!(r.tick, 1_700_000_000);
+        assert_eq!(r.claimed_by, "host-1");
+        assert!(!r.sent);
+        let before = Utc.timestamp_opt(1_700_000_044, 0).unwrap();
+        let after = Utc.timestamp_opt(1_700_000_046, 0).unwrap();
+        assert!(!r.is_abandoned(before));
+        assert!(r.is_abandoned(after));
+        let sent = Record { sent: true, ..r };
+        assert!(!sent.is_abandoned(after), "a sent tick is never taken over");
+        assert!(record(&HashMap::new()).is_none());
+    }
+}

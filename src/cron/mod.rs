@@ -1,0 +1,12 @@
+//! Periodic tasks from `cron.yaml` (contract §7): the file, the schedules,
+//! the scheduler that enqueues task messages, and the DynamoDB table that
+//! makes a fleet enqueue each tick once.
+
+pub mod claims;
+pub mod file;
+pub mod schedule;
+pub mod scheduler;
+
+pub use file::{CronFileError, Task};
+pub use schedule::{eb_time, Schedule};
+pub use scheduler::{CronSource, Scheduler};
