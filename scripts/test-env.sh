@@ -2,8 +2,9 @@
 # Installs and starts the real servers the integration tests talk to.
 #
 #   scripts/test-env.sh install   create the virtual environment (idempotent)
-#   scripts/test-env.sh start     start LocalStack (SQS) in the background and
-#                                 print `export` lines for the test suite
+#   scripts/test-env.sh start     start LocalStack (SQS) and moto's server
+#                                 (DynamoDB) in the background and print
+#                                 `export` lines for the test suite
 #   scripts/test-env.sh stop      stop what `start` started
 #
 # Everything lives under $SQSD_TEST_HOME (default: .test-env in the repo), so
@@ -15,8 +16,11 @@ home=${SQSD_TEST_HOME:-$repo/.test-env}
 venv=$home/venv
 # A boto3 from before SQS's JSON protocol, to test the Query protocol.
 query_venv=$home/query-venv
+# moto's standalone server, for DynamoDB (the periodic-task table).
+moto_venv=$home/moto-venv
 python=${PYTHON:-python3}
 ls_port=${SQSD_TEST_LOCALSTACK_PORT:-4566}
+moto_port=${SQSD_TEST_MOTO_PORT:-5055}
 
 # Versions seen to work with Python 3.11 and without Docker.
 localstack_pins=(
@@ -39,6 +43,12 @@ install() {
     "$query_venv/bin/pip" install --quiet --disable-pip-version-check \
       "boto3==1.26.165" "botocore==1.29.165" "urllib3<2"
     touch "$query_venv/.installed-v1"
+  fi
+  if [ ! -f "$moto_venv/.installed-v1" ]; then
+    "$python" -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check \
+      "moto[server]==5.1.4" "boto3==1.44.5" "botocore==1.44.5"
+    touch "$moto_venv/.installed-v1"
   fi
 }
 
@@ -69,16 +79,30 @@ start() {
       exit 1
     fi
   fi
+  if ! wait_http "http://127.0.0.1:$moto_port/moto-api/" 1; then
+    nohup "$moto_venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" \
+      >"$home/moto.log" 2>&1 &
+    echo $! >"$home/moto.pid"
+    echo "# started moto"
+    if ! wait_http "http://127.0.0.1:$moto_port/moto-api/" 60; then
+      echo "moto's server did not start; its log:" >&2
+      tail -50 "$home/moto.log" >&2
+      exit 1
+    fi
+  fi
   echo "export SQSD_TEST_SQS_ENDPOINT=http://127.0.0.1:$ls_port"
+  echo "export SQSD_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:$moto_port"
   echo "export SQSD_TEST_PYTHON_JSON=$venv/bin/python"
   echo "export SQSD_TEST_PYTHON_QUERY=$query_venv/bin/python"
 }
 
 stop() {
-  if [ -f "$home/localstack.pid" ]; then
-    kill "$(cat "$home/localstack.pid")" 2>/dev/null || true
-    rm -f "$home/localstack.pid"
-  fi
+  for name in localstack moto; do
+    if [ -f "$home/$name.pid" ]; then
+      kill "$(cat "$home/$name.pid")" 2>/dev/null || true
+      rm -f "$home/$name.pid"
+    fi
+  done
 }
 
 case "${1:-}" in

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: installs LocalStack into a
-# virtual environment (.test-env/), starts it, runs every unit and
+# The whole test suite, from a fresh clone: installs LocalStack and moto
+# into virtual environments (.test-env/), starts them, runs every unit and
 # integration test against it, then runs the integration tests again
 # against sqsd's own embedded SQS endpoint, and stops both.
 set -euo pipefail
@@ -12,7 +12,7 @@ export SQSD_TEST_PYTHON_JSON=${SQSD_TEST_PYTHON_JSON:-$PWD/.test-env/venv/bin/py
 export SQSD_TEST_PYTHON_QUERY=${SQSD_TEST_PYTHON_QUERY:-$PWD/.test-env/query-venv/bin/python}
 started_here=0
 embedded_pid=
-if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ]; then
+if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ] || [ -z "${SQSD_TEST_DYNAMODB_ENDPOINT:-}" ]; then
   env_lines=$(scripts/test-env.sh start)
   eval "$env_lines"
   # Stop it afterwards only if this run started it.

@@ -112,7 +112,12 @@ pub async fn run(
     let claims = match &config.cron_table {
         None => None,
         Some(table) => {
-            let claims = Claims::new(aws.dynamodb(), table.clone(), &config.queue_url, instance_id());
+            let claims = Claims::new(
+                aws.dynamodb(),
+                table.clone(),
+                &config.queue_url,
+                instance_id(),
+            );
             tokio::select! {
                 prepared = claims.prepare(config.cron_create_table) => prepared?,
                 _ = shutdown.cancelled() => {

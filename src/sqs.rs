@@ -132,11 +132,17 @@ impl AwsSetup {
     /// LocalStack, moto and other local endpoints do not check signatures,
     /// and a laptop often has no AWS credentials at all: sign with
     /// placeholders when talking to a custom endpoint without credentials.
-    fn placeholder(&self, custom_endpoint: bool, service: &str) -> Option<aws_credential_types::Credentials> {
+    fn placeholder(
+        &self,
+        custom_endpoint: bool,
+        service: &str,
+    ) -> Option<aws_credential_types::Credentials> {
         let custom = custom_endpoint || self.shared.endpoint_url().is_some();
         if custom && !self.has_credentials && !self.static_credentials {
-            tracing::info!(service,
-                "no AWS credentials found; signing with placeholders for the custom endpoint");
+            tracing::info!(
+                service,
+                "no AWS credentials found; signing with placeholders for the custom endpoint"
+            );
             return Some(fixed_credentials("placeholder", "sqsd-placeholder"));
         }
         None
@@ -145,11 +151,13 @@ impl AwsSetup {
     /// The SQS client, with `AWS_ENDPOINT_URL_SQS` / `AWS_ENDPOINT_URL`
     /// honoured and overridden by the `endpoint_url` option.
     pub fn sqs(&self, config: &Config) -> Client {
-        let mut builder = aws_sdk_sqs::config::Builder::from(&self.shared).region(self.region.clone());
+        let mut builder =
+            aws_sdk_sqs::config::Builder::from(&self.shared).region(self.region.clone());
         if let Some(endpoint) = &config.endpoint_url {
             builder = builder.endpoint_url(endpoint);
         }
-        let custom = config.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
+        let custom =
+            config.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
         if let Some(c) = self.placeholder(custom, "sqs") {
             builder = builder.credentials_provider(c);
         }

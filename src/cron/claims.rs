@@ -215,7 +215,12 @@ impl Claims {
     fn check_schema(&self, schema: &[KeySchemaElement]) -> Result<(), TableError> {
         let shape: Vec<(String, String)> = schema
             .iter()
-            .map(|k| (k.attribute_name().to_string(), k.key_type().as_str().to_string()))
+            .map(|k| {
+                (
+                    k.attribute_name().to_string(),
+                    k.key_type().as_str().to_string(),
+                )
+            })
             .collect();
         let wanted = [
             (PK.to_string(), "HASH".to_string()),
@@ -311,7 +316,10 @@ impl Claims {
             .send()
             .await?;
         if let Some(item) = got.item {
-            let same = item.get(SCHEDULE).and_then(|v| v.as_s().ok()).map(String::as_str)
+            let same = item
+                .get(SCHEDULE)
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
                 == Some(schedule);
             let since = item
                 .get(SINCE)
@@ -322,16 +330,18 @@ impl Claims {
                 return Ok(since);
             }
         }
+        // Ticks are whole seconds: the first one this task owns is the next.
+        let since = now.timestamp() + 1;
         let mut item = self.key(task, 0);
         item.insert(SCHEDULE.into(), s(schedule));
-        item.insert(SINCE.into(), n(now.timestamp()));
+        item.insert(SINCE.into(), n(since));
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .send()
             .await?;
-        Ok(now)
+        Ok(DateTime::from_timestamp(since, 0).unwrap_or(now))
     }
 
     /// Tries to claim `tick` of `task`; `Ok(false)` when another daemon has.

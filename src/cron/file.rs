@@ -85,7 +85,9 @@ pub fn parse(text: &str) -> Result<Vec<Task>, Vec<String>> {
     for key in top.keys() {
         let k = key_text(key);
         if k != "version" && k != "cron" {
-            problems.push(format!("unknown top-level key {k:?} (expected version, cron)"));
+            problems.push(format!(
+                "unknown top-level key {k:?} (expected version, cron)"
+            ));
         }
     }
     match top.get("version") {
@@ -101,7 +103,10 @@ pub fn parse(text: &str) -> Result<Vec<Task>, Vec<String>> {
         Some(Value::Sequence(s)) => s.as_slice(),
         Some(Value::Null) => &[][..],
         Some(v) => {
-            problems.push(format!("cron: must be a list of tasks, found {}", value_text(v)));
+            problems.push(format!(
+                "cron: must be a list of tasks, found {}",
+                value_text(v)
+            ));
             &[][..]
         }
     };
@@ -153,7 +158,10 @@ fn parse_entry(
             }
             Some(Value::String(s)) => Some(s.clone()),
             Some(v) => {
-                problems.push(format!("{label}: {key}: must be a string, found {}", value_text(v)));
+                problems.push(format!(
+                    "{label}: {key}: must be a string, found {}",
+                    value_text(v)
+                ));
                 None
             }
         }
@@ -165,7 +173,9 @@ fn parse_entry(
         if name.trim().is_empty() {
             problems.push(format!("{label}: name: must not be empty"));
         } else if name.chars().any(char::is_control) {
-            problems.push(format!("{label}: name: must not contain control characters"));
+            problems.push(format!(
+                "{label}: name: must not contain control characters"
+            ));
         } else if names.contains(name) {
             problems.push(format!(
                 "{label}: name: duplicate; an earlier entry is also named {name:?}"
@@ -267,20 +277,56 @@ cron:
             ("cron: []\n", &["version", "missing"]),
             ("version: 1\n", &["cron", "missing"]),
             ("version: 1\ncron: nope\n", &["cron", "must be a list"]),
-            ("version: 1\ncron: []\nextra: 1\n", &["unknown top-level key", "extra"]),
+            (
+                "version: 1\ncron: []\nextra: 1\n",
+                &["unknown top-level key", "extra"],
+            ),
             ("- a\n- b\n", &["must be a mapping"]),
             ("version: 1\ncron: [\n", &["not valid YAML"]),
-            (&entry("url: /x\n    schedule: \"* * * * *\""), &["cron entry 2", "name: missing"]),
-            (&entry("name: b\n    schedule: \"* * * * *\""), &["cron entry 2 (\"b\")", "url: missing"]),
-            (&entry("name: b\n    url: /x"), &["cron entry 2 (\"b\")", "schedule: missing"]),
-            (&entry("name: \"\"\n    url: /x\n    schedule: \"* * * * *\""), &["cron entry 2", "name: must not be empty"]),
-            (&entry("name: ok\n    url: /x\n    schedule: \"* * * * *\""), &["cron entry 2 (\"ok\")", "name: duplicate"]),
-            (&entry("name: b\n    url: /x\n    schedule: \"61 * * * *\""), &["cron entry 2 (\"b\")", "schedule:", "61 * * * *"]),
-            (&entry("name: b\n    url: /x\n    schedule: \"* * *\""), &["cron entry 2 (\"b\")", "schedule:", "3 fields"]),
-            (&entry("name: b\n    url: http://evil.example/x\n    schedule: \"* * * * *\""), &["cron entry 2 (\"b\")", "url:", "not a path"]),
-            (&entry("name: b\n    url: //evil.example/x\n    schedule: \"* * * * *\""), &["cron entry 2 (\"b\")", "url:", "not a path"]),
-            (&entry("name: b\n    url: /x\n    schedule: \"* * * * *\"\n    timezone: CET"), &["cron entry 2 (\"b\")", "unknown field \"timezone\""]),
-            (&entry("name: b\n    url: /x\n    schedule: 5"), &["cron entry 2 (\"b\")", "schedule: must be a string"]),
+            (
+                &entry("url: /x\n    schedule: \"* * * * *\""),
+                &["cron entry 2", "name: missing"],
+            ),
+            (
+                &entry("name: b\n    schedule: \"* * * * *\""),
+                &["cron entry 2 (\"b\")", "url: missing"],
+            ),
+            (
+                &entry("name: b\n    url: /x"),
+                &["cron entry 2 (\"b\")", "schedule: missing"],
+            ),
+            (
+                &entry("name: \"\"\n    url: /x\n    schedule: \"* * * * *\""),
+                &["cron entry 2", "name: must not be empty"],
+            ),
+            (
+                &entry("name: ok\n    url: /x\n    schedule: \"* * * * *\""),
+                &["cron entry 2 (\"ok\")", "name: duplicate"],
+            ),
+            (
+                &entry("name: b\n    url: /x\n    schedule: \"61 * * * *\""),
+                &["cron entry 2 (\"b\")", "schedule:", "61 * * * *"],
+            ),
+            (
+                &entry("name: b\n    url: /x\n    schedule: \"* * *\""),
+                &["cron entry 2 (\"b\")", "schedule:", "3 fields"],
+            ),
+            (
+                &entry("name: b\n    url: http://evil.example/x\n    schedule: \"* * * * *\""),
+                &["cron entry 2 (\"b\")", "url:", "not a path"],
+            ),
+            (
+                &entry("name: b\n    url: //evil.example/x\n    schedule: \"* * * * *\""),
+                &["cron entry 2 (\"b\")", "url:", "not a path"],
+            ),
+            (
+                &entry("name: b\n    url: /x\n    schedule: \"* * * * *\"\n    timezone: CET"),
+                &["cron entry 2 (\"b\")", "unknown field \"timezone\""],
+            ),
+            (
+                &entry("name: b\n    url: /x\n    schedule: 5"),
+                &["cron entry 2 (\"b\")", "schedule: must be a string"],
+            ),
             (&entry("just text"), &["cron entry 2", "must be a mapping"]),
         ];
         for (text, wanted) in cases {

@@ -152,37 +152,68 @@ mod tests {
         assert_eq!(next("*/15 * * * *", t), at(2026, 1, 1, 0, 15, 0));
         assert_eq!(next("0 */12 * * *", t), at(2026, 1, 1, 12, 0, 0));
         assert_eq!(next("10-20/5 3 * * *", t), at(2026, 1, 1, 3, 10, 0));
-        assert_eq!(next("5,35 * * * *", at(2026, 1, 1, 0, 6, 0)), at(2026, 1, 1, 0, 35, 0));
-        let ticks = Schedule::parse("0 1-5/2 * * *")
-            .unwrap()
-            .upcoming(t, 4);
-        let hours: Vec<_> = ticks.iter().map(|t| t.format("%d %H").to_string()).collect();
+        assert_eq!(
+            next("5,35 * * * *", at(2026, 1, 1, 0, 6, 0)),
+            at(2026, 1, 1, 0, 35, 0)
+        );
+        let ticks = Schedule::parse("0 1-5/2 * * *").unwrap().upcoming(t, 4);
+        let hours: Vec<_> = ticks
+            .iter()
+            .map(|t| t.format("%d %H").to_string())
+            .collect();
         assert_eq!(hours, ["01 01", "01 03", "01 05", "02 01"]);
     }
 
     #[test]
     fn month_names_and_month_ends() {
-        assert_eq!(next("0 0 1 JAN *", at(2026, 3, 1, 0, 0, 0)), at(2027, 1, 1, 0, 0, 0));
+        assert_eq!(
+            next("0 0 1 JAN *", at(2026, 3, 1, 0, 0, 0)),
+            at(2027, 1, 1, 0, 0, 0)
+        );
         // The 31st skips months without one.
-        assert_eq!(next("0 0 31 * *", at(2026, 4, 1, 0, 0, 0)), at(2026, 5, 31, 0, 0, 0));
-        assert_eq!(next("0 12 30 * *", at(2026, 1, 31, 0, 0, 0)), at(2026, 3, 30, 12, 0, 0));
+        assert_eq!(
+            next("0 0 31 * *", at(2026, 4, 1, 0, 0, 0)),
+            at(2026, 5, 31, 0, 0, 0)
+        );
+        assert_eq!(
+            next("0 12 30 * *", at(2026, 1, 31, 0, 0, 0)),
+            at(2026, 3, 30, 12, 0, 0)
+        );
         // Crossing a year end.
-        assert_eq!(next("59 23 31 12 *", at(2026, 12, 31, 23, 59, 0)), at(2027, 12, 31, 23, 59, 0));
+        assert_eq!(
+            next("59 23 31 12 *", at(2026, 12, 31, 23, 59, 0)),
+            at(2027, 12, 31, 23, 59, 0)
+        );
     }
 
     #[test]
     fn leap_days() {
-        assert_eq!(next("0 0 29 2 *", at(2026, 1, 1, 0, 0, 0)), at(2028, 2, 29, 0, 0, 0));
+        assert_eq!(
+            next("0 0 29 2 *", at(2026, 1, 1, 0, 0, 0)),
+            at(2028, 2, 29, 0, 0, 0)
+        );
         // 2100 is not a leap year.
-        assert_eq!(next("0 0 29 2 *", at(2096, 3, 1, 0, 0, 0)), at(2104, 2, 29, 0, 0, 0));
-        assert_eq!(next("0 0 * * *", at(2028, 2, 28, 12, 0, 0)), at(2028, 2, 29, 0, 0, 0));
+        assert_eq!(
+            next("0 0 29 2 *", at(2096, 3, 1, 0, 0, 0)),
+            at(2104, 2, 29, 0, 0, 0)
+        );
+        assert_eq!(
+            next("0 0 * * *", at(2028, 2, 28, 12, 0, 0)),
+            at(2028, 2, 29, 0, 0, 0)
+        );
     }
 
     #[test]
     fn day_of_month_or_weekday_as_in_crontab() {
         // The 13th or any Friday: from Sunday 2026-11-01, Friday the 6th comes first.
-        assert_eq!(next("0 0 13 * 5", at(2026, 11, 1, 0, 0, 0)), at(2026, 11, 6, 0, 0, 0));
-        assert_eq!(next("0 0 13 * 5", at(2026, 11, 10, 0, 0, 0)), at(2026, 11, 13, 0, 0, 0));
+        assert_eq!(
+            next("0 0 13 * 5", at(2026, 11, 1, 0, 0, 0)),
+            at(2026, 11, 6, 0, 0, 0)
+        );
+        assert_eq!(
+            next("0 0 13 * 5", at(2026, 11, 10, 0, 0, 0)),
+            at(2026, 11, 13, 0, 0, 0)
+        );
     }
 
     #[test]
@@ -203,7 +234,10 @@ mod tests {
         assert_eq!(next("*/10 * * * * *", t), at(2026, 1, 1, 0, 0, 10));
         assert_eq!(next("30 0 * * * *", t), at(2026, 1, 1, 0, 0, 30));
         // Five fields fire at second 0.
-        assert_eq!(next("* * * * *", at(2026, 1, 1, 0, 0, 1)), at(2026, 1, 1, 0, 1, 0));
+        assert_eq!(
+            next("* * * * *", at(2026, 1, 1, 0, 0, 1)),
+            at(2026, 1, 1, 0, 1, 0)
+        );
     }
 
     #[test]

@@ -81,13 +81,15 @@ impl CronSource {
 /// Message group and deduplication ids of a task message on a FIFO queue:
 /// one group per task (its ticks run in order), one id per task and tick.
 pub fn fifo_ids(task: &str, tick: DateTime<Utc>) -> (String, String) {
-    let usable = !task.is_empty()
-        && task.len() <= 128
-        && task.chars().all(|c| c.is_ascii_graphic());
+    let usable =
+        !task.is_empty() && task.len() <= 128 && task.chars().all(|c| c.is_ascii_graphic());
     let group = if usable {
         task.to_string()
     } else {
-        format!("sqsd-task-{}", &hex::encode(Sha256::digest(task.as_bytes()))[..32])
+        format!(
+            "sqsd-task-{}",
+            &hex::encode(Sha256::digest(task.as_bytes()))[..32]
+        )
     };
     let dedup = hex::encode(Sha256::digest(
         format!("{task}\n{}", tick.timestamp()).as_bytes(),
@@ -138,7 +140,9 @@ pub fn tick_before_window(
     since: DateTime<Utc>,
     window_from: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    schedule.previous_before(window_from).filter(|&t| t >= since)
+    schedule
+        .previous_before(window_from)
+        .filter(|&t| t >= since)
 }
 
 /// The scheduler of one daemon.
@@ -200,7 +204,7 @@ impl Scheduler {
                             self.announce(&source);
                             generation = self.start(&source.tasks);
                         }
-                        Err(e) => tracing::error!(error = %e,
+                        Err(e) => tracing::error!(error = %e.to_string().replace('\n', " "),
                             "cron.yaml not reloaded; the running schedule stays in place"),
                     }
                 }
@@ -273,7 +277,8 @@ impl Scheduler {
                 .unwrap_or(tick + chrono::Duration::hours(1));
             let me = self.clone();
             let t = task.clone();
-            self.sends.spawn(async move { me.fire(&t, tick, deadline).await });
+            self.sends
+                .spawn(async move { me.fire(&t, tick, deadline).await });
             after = tick;
         }
     }
@@ -287,20 +292,32 @@ impl Scheduler {
         loop {
             match claims.claim(&task.name, tick, Utc::now()).await {
                 Ok(true) => {
-                    self.metrics.ticks_claimed.with_label_values(&[&task.name]).inc();
+                    self.metrics
+                        .ticks_claimed
+                        .with_label_values(&[&task.name])
+                        .inc();
                     self.enqueue(task, tick, deadline, true).await;
                     return;
                 }
                 Ok(false) => {
-                    self.metrics.ticks_lost.with_label_values(&[&task.name]).inc();
+                    self.metrics
+                        .ticks_lost
+                        .with_label_values(&[&task.name])
+                        .inc();
                     tracing::debug!(task = %task.name, scheduled = %eb_time(tick),
                         "tick claimed by another daemon");
                     return;
                 }
                 Err(e) => {
-                    self.metrics.enqueue_failures.with_label_values(&[&task.name]).inc();
+                    self.metrics
+                        .enqueue_failures
+                        .with_label_values(&[&task.name])
+                        .inc();
                     let delay = backoff.next_delay();
-                    if e.permanent || Utc::now() + chrono(delay) >= deadline || self.stop.is_cancelled() {
+                    if e.permanent
+                        || Utc::now() + chrono(delay) >= deadline
+                        || self.stop.is_cancelled()
+                    {
                         tracing::error!(task = %task.name, scheduled = %eb_time(tick), error = %e,
                             "cannot claim the tick in the cron table; a sweep catches it up once DynamoDB answers");
                         return;
@@ -326,13 +343,22 @@ impl Scheduler {
     /// Sends the task message, retrying with backoff until `deadline`. With
     /// `claimed`, the claim's lease is renewed between attempts and the tick
     /// is marked sent after success.
-    async fn enqueue(&self, task: &Task, tick: DateTime<Utc>, deadline: DateTime<Utc>, claimed: bool) {
+    async fn enqueue(
+        &self,
+        task: &Task,
+        tick: DateTime<Utc>,
+        deadline: DateTime<Utc>,
+        claimed: bool,
+    ) {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
         let scheduled = eb_time(tick);
         loop {
             let error = match tokio::time::timeout(SEND_TIMEOUT, self.send(task, tick)).await {
                 Ok(Ok(id)) => {
-                    self.metrics.tasks_enqueued.with_label_values(&[&task.name]).inc();
+                    self.metrics
+                        .tasks_enqueued
+                        .with_label_values(&[&task.name])
+                        .inc();
                     tracing::info!(task = %task.name, scheduled = %scheduled, message_id = %id,
                         "periodic task enqueued");
                     if claimed {
@@ -343,10 +369,16 @@ impl Scheduler {
                 Ok(Err(e)) => e,
                 Err(_) => format!("no answer within {SEND_TIMEOUT:?}"),
             };
-            self.metrics.enqueue_failures.with_label_values(&[&task.name]).inc();
+            self.metrics
+                .enqueue_failures
+                .with_label_values(&[&task.name])
+                .inc();
             let delay = backoff.next_delay();
             if Utc::now() + chrono(delay) >= deadline || self.stop.is_cancelled() {
-                self.metrics.ticks_skipped.with_label_values(&[&task.name]).inc();
+                self.metrics
+                    .ticks_skipped
+                    .with_label_values(&[&task.name])
+                    .inc();
                 tracing::error!(task = %task.name, scheduled = %scheduled, error = %error,
                     attempts = backoff.failures(),
                     "giving up enqueueing the periodic task: its retry time is over");
@@ -432,7 +464,10 @@ impl Scheduler {
                 let now = Utc::now();
                 let started = match since.get(&task.name) {
                     Some(s) => *s,
-                    None => match claims.task_since(&task.name, task.schedule.as_str(), now).await {
+                    None => match claims
+                        .task_since(&task.name, task.schedule.as_str(), now)
+                        .await
+                    {
                         Ok(s) => *since.entry(task.name.clone()).or_insert(s),
                         Err(e) => {
                             tracing::warn!(task = %task.name, error = %e,
@@ -442,8 +477,10 @@ impl Scheduler {
                     },
                 };
                 let first = reported.insert(task.name.clone());
-                if let Err(e) = self.sweep_task(claims, task, started, now, first).await {
-                    tracing::warn!(task = %task.name, error = %e, "cron table sweep failed; trying again later");
+                match self.sweep_task(claims, task, started, now, first).await {
+                    Ok(()) => tracing::debug!(task = %task.name, "cron table sweep done"),
+                    Err(e) => tracing::warn!(task = %task.name, error = %e,
+                        "cron table sweep failed; trying again later"),
                 }
             }
             tokio::select! {
@@ -466,7 +503,11 @@ impl Scheduler {
         };
         let ticks = task.schedule.ticks_between(from, to, MAX_CATCH_UP_TICKS);
         let older = if report_older {
-            tick_before_window(&task.schedule, since, ticks.first().copied().unwrap_or(from))
+            tick_before_window(
+                &task.schedule,
+                since,
+                ticks.first().copied().unwrap_or(from),
+            )
         } else {
             None
         };
@@ -475,7 +516,10 @@ impl Scheduler {
         };
         let records = claims.records(&task.name, query_from, to).await?;
         if let Some(t) = older.filter(|t| !records.contains_key(&t.timestamp())) {
-            self.metrics.ticks_skipped.with_label_values(&[&task.name]).inc();
+            self.metrics
+                .ticks_skipped
+                .with_label_values(&[&task.name])
+                .inc();
             tracing::warn!(task = %task.name, scheduled = %eb_time(t),
                 catch_up = ?CATCH_UP, "a missed tick is older than the catch-up window; skipping it");
         }
@@ -485,21 +529,30 @@ impl Scheduler {
                 Due::Abandoned(t, r) => (*t, claims.take_over(&task.name, r, now).await?),
             };
             if !won {
-                self.metrics.ticks_lost.with_label_values(&[&task.name]).inc();
+                self.metrics
+                    .ticks_lost
+                    .with_label_values(&[&task.name])
+                    .inc();
                 continue;
             }
-            self.metrics.ticks_claimed.with_label_values(&[&task.name]).inc();
+            self.metrics
+                .ticks_claimed
+                .with_label_values(&[&task.name])
+                .inc();
             match &due {
                 Due::Missing(_) => tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
                     "catching up a tick that no daemon enqueued"),
-                Due::Abandoned(_, r) => tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
+                Due::Abandoned(_, r) => {
+                    tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
                     previous = %r.claimed_by,
-                    "taking over a tick whose claimer stopped before enqueueing it"),
+                    "taking over a tick whose claimer stopped before enqueueing it")
+                }
             }
             let deadline = (tick + chrono(CATCH_UP)).max(now + chrono(LEASE));
             let me = self.clone();
             let t = task.clone();
-            self.sends.spawn(async move { me.enqueue(&t, tick, deadline, true).await });
+            self.sends
+                .spawn(async move { me.enqueue(&t, tick, deadline, true).await });
         }
         Ok(())
     }
@@ -544,7 +597,10 @@ mod tests {
         assert_ne!(fifo_ids("other", at(12, 0, 0)).1, d1);
         // Names SQS would refuse as a group id are hashed.
         let (g, _) = fifo_ids("nightly report", at(12, 0, 0));
-        assert!(g.starts_with("sqsd-task-") && g.chars().all(|c| c.is_ascii_graphic()), "{g}");
+        assert!(
+            g.starts_with("sqsd-task-") && g.chars().all(|c| c.is_ascii_graphic()),
+            "{g}"
+        );
         let long = "x".repeat(200);
         assert!(fifo_ids(&long, at(12, 0, 0)).0.len() <= 128);
     }
@@ -553,8 +609,14 @@ mod tests {
     fn catch_up_window_starts_at_the_horizon_or_the_tasks_birth() {
         let now = at(12, 0, 0);
         let long_ago = at(0, 0, 0);
-        assert_eq!(catch_up_window(long_ago, now), Some((at(11, 55, 0), at(11, 59, 50))));
-        assert_eq!(catch_up_window(at(11, 58, 0), now), Some((at(11, 58, 0), at(11, 59, 50))));
+        assert_eq!(
+            catch_up_window(long_ago, now),
+            Some((at(11, 55, 0), at(11, 59, 50)))
+        );
+        assert_eq!(
+            catch_up_window(at(11, 58, 0), now),
+            Some((at(11, 58, 0), at(11, 59, 50)))
+        );
         // A task that appeared just now has nothing to catch up.
         assert_eq!(catch_up_window(at(11, 59, 55), now), None);
     }
@@ -578,7 +640,10 @@ mod tests {
             // Claimed, lease still running: its claimer is at work.
             (ticks[1].timestamp(), record(ticks[1], false, at(12, 0, 30))),
             // Claimed, lease over, never sent.
-            (ticks[2].timestamp(), record(ticks[2], false, at(11, 57, 45))),
+            (
+                ticks[2].timestamp(),
+                record(ticks[2], false, at(11, 57, 45)),
+            ),
             // Sent, even though the lease is over.
             (ticks[4].timestamp(), record(ticks[4], true, at(11, 59, 45))),
         ]);
@@ -601,7 +666,10 @@ mod tests {
             tick_before_window(&every_minute, at(9, 0, 0), window_from),
             Some(at(11, 54, 0))
         );
-        assert_eq!(tick_before_window(&every_minute, at(11, 54, 30), window_from), None);
+        assert_eq!(
+            tick_before_window(&every_minute, at(11, 54, 30), window_from),
+            None
+        );
         let daily = Schedule::parse("0 3 * * *").unwrap();
         assert_eq!(
             tick_before_window(&daily, at(0, 0, 0), window_from),

@@ -27,6 +27,39 @@ pub fn endpoint() -> String {
     })
 }
 
+/// moto's DynamoDB endpoint for the periodic-task table; set by `scripts/test.sh`.
+pub fn dynamodb_endpoint() -> String {
+    std::env::var("SQSD_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SQSD_TEST_DYNAMODB_ENDPOINT is not set: run the suite with scripts/test.sh, \
+             which installs and starts moto's server"
+        )
+    })
+}
+
+/// A DynamoDB client on moto's endpoint.
+pub fn dynamodb() -> aws_sdk_dynamodb::Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .endpoint_url(dynamodb_endpoint())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(conf)
+}
+
+/// Writes `text` to a file of its own under the test scratch directory.
+pub fn scratch_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sqsd-{:08x}", fastrand::u32(..)));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write scratch file");
+    path
+}
+
 /// Whether the endpoint under test is LocalStack (`SQSD_TEST_SQS_KIND`), for
 /// the few places where LocalStack is known to differ from AWS's documentation.
 pub fn is_localstack() -> bool {
@@ -86,6 +119,24 @@ impl TestQueue {
             .send()
             .await
             .expect("create queue");
+        TestQueue {
+            client,
+            url: out.queue_url.expect("queue url"),
+            name,
+        }
+    }
+
+    /// A FIFO queue (deduplication ids required: no content-based dedup).
+    pub async fn fifo(prefix: &str) -> TestQueue {
+        let client = client();
+        let name = format!("{prefix}-{:08x}.fifo", fastrand::u32(..));
+        let out = client
+            .create_queue()
+            .queue_name(&name)
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .send()
+            .await
+            .expect("create FIFO queue");
         TestQueue {
             client,
             url: out.queue_url.expect("queue url"),
@@ -243,8 +294,11 @@ pub fn sqsd_command(args: &[String]) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ENDPOINT_URL_SQS", endpoint())
-        .stdin(Stdio::null())
+        .env("AWS_ENDPOINT_URL_SQS", endpoint());
+    if let Ok(dynamodb) = std::env::var("SQSD_TEST_DYNAMODB_ENDPOINT") {
+        cmd.env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd

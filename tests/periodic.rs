@@ -1,0 +1,665 @@
+//! Periodic tasks from cron.yaml: the enqueued message's format, delivery
+//! end to end, FIFO worker queues, a fleet of daemons coordinating through
+//! a DynamoDB table (moto's server), catch-up, reload and bad files.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc, Weekday};
+use common::app::{App, Recorded, Reply};
+use common::{base_args, eventually, scratch_file, Daemon, TestQueue};
+
+const TASK_BODY: &str = "elasticbeanstalk scheduled job";
+
+fn cron_yaml(tasks: &[(&str, &str, &str)]) -> String {
+    let mut text = String::from("version: 1\ncron:\n");
+    for (name, url, schedule) in tasks {
+        text.push_str(&format!(
+            "  - name: \"{name}\"\n    url: \"{url}\"\n    schedule: \"{schedule}\"\n"
+        ));
+    }
+    text
+}
+
+fn args_with(queue: &TestQueue, app: &App, extra: &[&str]) -> Vec<String> {
+    let mut args = base_args(queue, &app.url());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The tick a delivered task message stands for (X-Aws-Sqsd-Scheduled-At).
+fn tick_of(r: &Recorded) -> DateTime<Utc> {
+    let text = r
+        .header("x-aws-sqsd-scheduled-at")
+        .expect("task POST has X-Aws-Sqsd-Scheduled-At");
+    DateTime::parse_from_rfc3339(&text)
+        .unwrap_or_else(|e| panic!("Scheduled-At {text:?} is not ISO 8601: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Distinct message ids per tick among the POSTs for `task`.
+fn messages_per_tick(app: &App, task: &str) -> BTreeMap<DateTime<Utc>, BTreeSet<String>> {
+    let mut out: BTreeMap<DateTime<Utc>, BTreeSet<String>> = BTreeMap::new();
+    for r in app.requests() {
+        if r.header("x-aws-sqsd-taskname").as_deref() == Some(task) {
+            out.entry(tick_of(&r)).or_default().insert(r.msgid());
+        }
+    }
+    out
+}
+
+fn assert_no_tick_twice(ticks: &BTreeMap<DateTime<Utc>, BTreeSet<String>>) {
+    for (tick, ids) in ticks {
+        assert_eq!(
+            ids.len(),
+            1,
+            "tick {tick} was enqueued {} times: {ids:?}",
+            ids.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_message_has_elastic_beanstalks_exact_format() {
+    let queue = TestQueue::new("cron-format").await;
+    // The application holds the first POST, and with one connection the
+    // daemon receives nothing else: later task messages wait in the queue.
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(60))).await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("format-job", "/jobs/format?x=1", "* * * * * *")]),
+    );
+    let _d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &[
+            "--http-connections",
+            "1",
+            "--cron-file",
+            file.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "the first task POST", || {
+        let n = app.in_flight();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    let out = queue
+        .client
+        .receive_message()
+        .queue_url(&queue.url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(10)
+        .visibility_timeout(120)
+        .message_attribute_names("All")
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .send()
+        .await
+        .expect("receive");
+    let messages = out.messages.unwrap_or_default();
+    assert!(!messages.is_empty(), "no task message waiting in the queue");
+    for m in &messages {
+        assert_eq!(m.body(), Some(TASK_BODY));
+        let attrs = m.message_attributes().expect("attributes");
+        let names: BTreeSet<&str> = attrs.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            BTreeSet::from([
+                "beanstalk.sqsd.path",
+                "beanstalk.sqsd.task_name",
+                "beanstalk.sqsd.scheduled_time"
+            ])
+        );
+        for v in attrs.values() {
+            assert_eq!(v.data_type(), "String");
+        }
+        let text = |k: &str| attrs[k].string_value().unwrap_or_default().to_string();
+        assert_eq!(text("beanstalk.sqsd.path"), "/jobs/format?x=1");
+        assert_eq!(text("beanstalk.sqsd.task_name"), "format-job");
+        let scheduled = text("beanstalk.sqsd.scheduled_time");
+        let tick = NaiveDateTime::parse_from_str(&scheduled, "%Y-%m-%d %H:%M:%S UTC")
+            .unwrap_or_else(|e| panic!("{scheduled:?} is not YYYY-MM-DD HH:MM:SS UTC: {e}"))
+            .and_utc();
+        assert_eq!(scheduled.len(), "2026-11-22 05:40:52 UTC".len());
+        // Enqueued within one second of its tick.
+        let sent_ms: i64 = m
+            .attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+            .expect("SentTimestamp")
+            .parse()
+            .expect("number");
+        let late = sent_ms - tick.timestamp_millis();
+        assert!(
+            (0..1000).contains(&late),
+            "sent {late} ms after its tick {scheduled}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_is_delivered_to_its_path_with_task_headers() {
+    let queue = TestQueue::new("cron-deliver").await;
+    let app = App::ok().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[
+            ("report", "/tasks/report", "* * * * * *"),
+            ("hourly", "/tasks/hourly", "0 * * * *"),
+        ]),
+    );
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &["--cron-file", file.to_str().unwrap()],
+    ))
+    .await;
+    d.wait_log("no cron_table configured", Duration::from_secs(10))
+        .await;
+    eventually(Duration::from_secs(20), "three report ticks", || {
+        let n = messages_per_tick(&app, "report").len();
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    let posts: Vec<Recorded> = app
+        .requests()
+        .into_iter()
+        .filter(|r| r.header("x-aws-sqsd-taskname").as_deref() == Some("report"))
+        .collect();
+    for r in &posts {
+        assert_eq!(r.method, "POST");
+        assert_eq!(r.target, "/tasks/report");
+        assert_eq!(r.header("x-aws-sqsd-taskname").as_deref(), Some("report"));
+        assert!(r.body.is_empty(), "a task POST has an empty body");
+        let tick = tick_of(r);
+        assert_eq!(tick.nanosecond(), 0);
+    }
+    let ticks = messages_per_tick(&app, "report");
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert_no_tick_twice(&ticks);
+    let enqueued = eventually(Duration::from_secs(10), "enqueued metric", || async {
+        let n = d
+            .metric("sqsd_periodic_tasks_enqueued_total{task=\"report\"}")
+            .await;
+        (n >= 3.0).then_some(n)
+    })
+    .await;
+    assert!(enqueued >= 3.0);
+    // The hourly task's next run is exported, on the hour, in the future.
+    let next = d
+        .metric("sqsd_periodic_task_next_run_timestamp_seconds{task=\"hourly\"}")
+        .await as i64;
+    let now = Utc::now().timestamp();
+    assert!(
+        next > now && next <= now + 3600 && next % 3600 == 0,
+        "next run {next}"
+    );
+    assert_eq!(d.admin_get("/readyz").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifo_worker_queue_gets_each_tick_once() {
+    let queue = TestQueue::fifo("cron-fifo").await;
+    let app = App::ok().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("fifo job", "/fifo", "* * * * * *")]),
+    );
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &["--cron-file", file.to_str().unwrap()],
+    ))
+    .await;
+    let posts = app.wait_requests(3, Duration::from_secs(20)).await;
+    assert!(posts.iter().all(|r| r.target == "/fifo"));
+    let ticks = messages_per_tick(&app, "fifo job");
+    assert!(ticks.len() >= 3, "{ticks:?}");
+    assert_no_tick_twice(&ticks);
+    assert!(
+        d.find_log("InvalidParameterValue").is_none() && d.find_log("MissingParameter").is_none(),
+        "the FIFO queue refused a task message:\n{}",
+        d.log_text()
+    );
+}
+
+fn table_args(table: &str) -> Vec<&str> {
+    vec!["--cron-table", table]
+}
+
+fn table_name(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", fastrand::u32(..))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
+    let queue = TestQueue::new("cron-fleet").await;
+    let app = App::ok().await;
+    let table = table_name("sqsd-fleet");
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("every-second", "/tick", "* * * * * *")]),
+    );
+    let mut extra = table_args(&table);
+    // A killed daemon's open long polls may still take messages on the
+    // server side; a short visibility timeout brings those back quickly.
+    extra.extend([
+        "--cron-file",
+        file.to_str().unwrap(),
+        "--visibility-timeout",
+        "5",
+    ]);
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        let d = Daemon::start(args_with(&queue, &app, &extra)).await;
+        d.wait_log(
+            "coordinated through the cron table",
+            Duration::from_secs(30),
+        )
+        .await;
+        daemons.push(d);
+    }
+    for d in &daemons {
+        d.wait_ready(Duration::from_secs(20)).await;
+    }
+    let all_started = Utc::now();
+
+    // 20 ticks with all three running.
+    let before_kill = eventually(
+        Duration::from_secs(60),
+        "20 ticks with three daemons",
+        || {
+            let ticks = messages_per_tick(&app, "every-second");
+            let after: usize = ticks.keys().filter(|t| **t > all_started).count();
+            async move { (after >= 20).then_some(ticks) }
+        },
+    )
+    .await;
+    assert_no_tick_twice(&before_kill);
+    let mut dead = daemons.remove(0);
+    dead.kill9();
+    let killed_at = Utc::now();
+
+    // 20 more with two left.
+    eventually(Duration::from_secs(60), "20 ticks after the kill", || {
+        let n = messages_per_tick(&app, "every-second")
+            .keys()
+            .filter(|t| **t > killed_at)
+            .count();
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
+
+    // Every second from the first tick to 20 s after the kill, exactly once.
+    // A tick the killed daemon had claimed but not sent is taken over once
+    // its lease runs out, so allow for that.
+    let first = *before_kill.keys().next().expect("a tick");
+    let last = killed_at.with_nanosecond(0).unwrap() + chrono::Duration::seconds(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let ticks = loop {
+        let ticks = messages_per_tick(&app, "every-second");
+        assert_no_tick_twice(&ticks);
+        let mut missing = Vec::new();
+        let mut t = first;
+        while t <= last {
+            if !ticks.contains_key(&t) {
+                missing.push(t);
+            }
+            t += chrono::Duration::seconds(1);
+        }
+        if missing.is_empty() {
+            break ticks;
+        }
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = daemons.iter().map(|d| d.log_text()).collect();
+            panic!(
+                "ticks never enqueued: {missing:?} (killed at {killed_at}); logs:\n{}",
+                logs.join("\n-----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(ticks.len() >= 40, "{} ticks", ticks.len());
+    let mut lost = 0.0;
+    for d in &daemons {
+        lost += d.metric("sqsd_periodic_ticks_lost_total").await;
+        assert!(d.metric("sqsd_periodic_ticks_claimed_total").await > 0.0);
+    }
+    assert!(lost > 0.0, "the survivors never raced for a tick");
+}
+
+async fn create_table(name: &str) {
+    let attribute = |n: &str, t| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(t)
+            .build()
+            .unwrap()
+    };
+    let key = |n: &str, t| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(t)
+            .build()
+            .unwrap()
+    };
+    common::dynamodb()
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(attribute("pk", ScalarAttributeType::S))
+        .attribute_definitions(attribute("tick", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("tick", KeyType::Range))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create table");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_ticks_are_caught_up_once_and_older_ones_skipped() {
+    let queue = TestQueue::new("cron-catchup").await;
+    let app = App::ok().await;
+    let table = table_name("sqsd-catchup");
+    create_table(&table).await;
+    // The fleet has scheduled this task for an hour, and every daemon was
+    // down for the last ten minutes: the table knows the task, no ticks.
+    let schedule = "* * * * *";
+    let since = Utc::now() - chrono::Duration::hours(1);
+    common::dynamodb()
+        .put_item()
+        .table_name(&table)
+        .item("pk", AttributeValue::S(format!("{}#minutely", queue.url)))
+        .item("tick", AttributeValue::N("0".into()))
+        .item("schedule", AttributeValue::S(schedule.into()))
+        .item("since", AttributeValue::N(since.timestamp().to_string()))
+        .send()
+        .await
+        .expect("put task record");
+
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("minutely", "/minutely", schedule)]),
+    );
+    let started = Utc::now();
+    let mut extra = table_args(&table);
+    extra.extend([
+        "--cron-file",
+        file.to_str().unwrap(),
+        "--cron-create-table",
+        "false",
+    ]);
+    let d = Daemon::start(args_with(&queue, &app, &extra)).await;
+
+    // The minutes of the last five (less the grace) come back, once each.
+    let ticks = eventually(Duration::from_secs(30), "caught-up ticks", || {
+        let ticks = messages_per_tick(&app, "minutely");
+        async move { (ticks.len() >= 4).then_some(ticks) }
+    })
+    .await;
+    let skipped = d
+        .wait_log("older than the catch-up window", Duration::from_secs(10))
+        .await;
+    for tick in ticks.keys() {
+        assert_eq!(tick.second(), 0, "{tick}");
+        assert!(
+            *tick >= started - chrono::Duration::seconds(301),
+            "{tick} is older than the window"
+        );
+        assert!(*tick <= Utc::now(), "{tick}");
+    }
+    // The minute before the window is reported, not enqueued.
+    let oldest = *ticks.keys().next().unwrap();
+    let before = oldest - chrono::Duration::minutes(1);
+    assert!(
+        skipped.contains(&before.format("%Y-%m-%d %H:%M:%S UTC").to_string()),
+        "expected {before} in {skipped}"
+    );
+    assert!(d.metric("sqsd_periodic_ticks_skipped_total").await >= 1.0);
+    // Later sweeps do not enqueue them again.
+    eventually(Duration::from_secs(40), "two more sweeps", || {
+        let sweeps = d
+            .logs()
+            .iter()
+            .filter(|l| l.contains("cron table sweep done"))
+            .count();
+        async move { (sweeps >= 3).then_some(()) }
+    })
+    .await;
+    assert_no_tick_twice(&messages_per_tick(&app, "minutely"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_a_bad_file_keeps_the_schedule() {
+    let queue = TestQueue::new("cron-reload").await;
+    let app = App::ok().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("first", "/first", "* * * * * *")]),
+    );
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &["--cron-file", file.to_str().unwrap()],
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "a POST to /first", || {
+        let n = app
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/first")
+            .count();
+        async move { (n > 0).then_some(()) }
+    })
+    .await;
+
+    std::fs::write(&file, cron_yaml(&[("second", "/second", "* * * * * *")])).unwrap();
+    d.signal("HUP");
+    d.wait_log("task=second", Duration::from_secs(10)).await;
+    let switched = Utc::now() + chrono::Duration::seconds(2);
+    eventually(Duration::from_secs(20), "POSTs to /second only", || {
+        let reqs = app.requests();
+        let second = reqs.iter().filter(|r| r.target == "/second").count();
+        let first_late = reqs
+            .iter()
+            .filter(|r| r.target == "/first" && tick_of(r) > switched)
+            .count();
+        assert_eq!(first_late, 0, "the removed task still fires");
+        async move { (second >= 2).then_some(()) }
+    })
+    .await;
+
+    std::fs::write(
+        &file,
+        "version: 1\ncron:\n  - name: broken\n    url: nope\n",
+    )
+    .unwrap();
+    d.signal("HUP");
+    let line = d.wait_log("not reloaded", Duration::from_secs(10)).await;
+    assert!(
+        line.contains("cron entry 1") && line.contains("url"),
+        "{line}"
+    );
+    let seen = app.count();
+    app.wait_requests(seen + 2, Duration::from_secs(20)).await;
+    assert!(app.requests()[seen..].iter().all(|r| r.target == "/second"));
+    assert_eq!(d.admin_get("/healthz").await.0, 200);
+}
+
+fn run_sqsd(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let mut cmd: Command = common::sqsd_command(&args);
+    cmd.output().expect("run sqsd")
+}
+
+#[test]
+fn bad_cron_files_stop_startup_naming_entry_and_field() {
+    let cases: &[(&str, &[&str])] = &[
+        ("version: 2\ncron: []\n", &["version", "must be 1"]),
+        ("version: 1\ncron:\n  - url: /a\n    schedule: \"* * * * *\"\n", &["cron entry 1", "name: missing"]),
+        ("version: 1\ncron:\n  - name: a\n    url: /a\n    schedule: \"* * * * *\"\n  - name: a\n    url: /b\n    schedule: \"* * * * *\"\n", &["cron entry 2 (\"a\")", "name: duplicate"]),
+        ("version: 1\ncron:\n  - name: a\n    url: /a\n    schedule: \"0 25 * * *\"\n", &["cron entry 1 (\"a\")", "schedule"]),
+        ("version: 1\ncron:\n  - name: a\n    url: https://x.example/a\n    schedule: \"* * * * *\"\n", &["cron entry 1 (\"a\")", "url", "not a path"]),
+        ("version: 1\ncron:\n  - name: a\n    url: /a\n    schedule: \"* * * * *\"\n    when: now\n", &["cron entry 1 (\"a\")", "unknown field \"when\""]),
+    ];
+    for (text, wanted) in cases {
+        let file = scratch_file("cron.yaml", text);
+        let path = file.to_str().unwrap();
+        for mode in [&[][..], &["check-config"][..]] {
+            let mut args: Vec<&str> = mode.to_vec();
+            args.extend([
+                "--queue-url",
+                "http://127.0.0.1:9/000000000000/never-reached",
+                "--cron-file",
+                path,
+            ]);
+            let out = run_sqsd(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(64), "{mode:?} {text:?}: {err}");
+            for w in *wanted {
+                assert!(err.contains(w), "{mode:?}: {err:?} should mention {w:?}");
+            }
+            assert!(err.contains(path), "{err}");
+        }
+    }
+    // A configured file that does not exist is an error too.
+    let out = run_sqsd(&[
+        "--queue-url",
+        "http://127.0.0.1:9/000000000000/never-reached",
+        "--cron-file",
+        "/nonexistent/cron.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cron.yaml"));
+}
+
+#[test]
+fn check_config_lists_each_tasks_next_three_runs_in_utc() {
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[
+            ("monday", "/monday", "0 9 * * 1"),
+            ("sunday", "/sunday", "30 6 * * 7"),
+        ]),
+    );
+    let out = run_sqsd(&[
+        "check-config",
+        "--queue-url",
+        "http://127.0.0.1:9/000000000000/q",
+        "--cron-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Worked out here with chrono, independently of the daemon's parser.
+    let next_three = |weekday: Weekday, hour: u32, minute: u32| -> Vec<String> {
+        let now = Utc::now();
+        let mut day = now.date_naive();
+        let mut out = Vec::new();
+        while out.len() < 3 {
+            let t = Utc.from_utc_datetime(&day.and_hms_opt(hour, minute, 0).unwrap());
+            if day.weekday() == weekday && t > now {
+                out.push(t.format("%Y-%m-%d %H:%M:%S UTC").to_string());
+            }
+            day = day.succ_opt().unwrap();
+        }
+        out
+    };
+    for (task, weekday, h, m) in [
+        ("monday", Weekday::Mon, 9, 0),
+        ("sunday", Weekday::Sun, 6, 30),
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("{task}:")))
+            .unwrap_or_else(|| panic!("no line for {task} in\n{text}"));
+        assert_eq!(line.matches(" UTC").count(), 3, "{line}");
+        for t in next_three(weekday, h, m) {
+            assert!(line.contains(&t), "{line} should list {t}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_table_is_an_error_unless_creation_is_allowed() {
+    let queue = TestQueue::new("cron-table").await;
+    let file = scratch_file("cron.yaml", &cron_yaml(&[("t", "/t", "0 0 1 1 *")]));
+    let table = table_name("sqsd-absent");
+    let args = [
+        "--queue-url",
+        queue.url.as_str(),
+        "--cron-file",
+        file.to_str().unwrap(),
+        "--cron-table",
+        table.as_str(),
+        "--admin-addr",
+        "127.0.0.1:0",
+    ];
+    let mut refused = args.to_vec();
+    refused.extend(["--cron-create-table", "false"]);
+    let out = run_sqsd(&refused);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(&table) && err.contains("does not exist"),
+        "{err}"
+    );
+
+    // Allowed (the default): the daemon creates it with the documented keys.
+    let app = App::ok().await;
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &[
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--cron-table",
+            &table,
+        ],
+    ))
+    .await;
+    d.wait_log(
+        "coordinated through the cron table",
+        Duration::from_secs(30),
+    )
+    .await;
+    let described = common::dynamodb()
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("the table exists now");
+    let keys: Vec<(String, String)> = described
+        .table
+        .unwrap()
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_string(),
+                k.key_type().as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("pk".to_string(), "HASH".to_string()),
+            ("tick".to_string(), "RANGE".to_string())
+        ]
+    );
+}
