@@ -663,3 +663,66 @@ async fn missing_table_is_an_error_unless_creation_is_allowed() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_enqueue_is_retried_logged_and_counted() {
+    let queue = TestQueue::new("cron-retry").await;
+    let app = App::ok().await;
+    let proxy = common::proxy::Proxy::start(&common::endpoint()).await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("retried", "/retried", "*/10 * * * * *")]),
+    );
+    let proxy_url = proxy.url();
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &[
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--endpoint-url",
+            &proxy_url,
+            "--visibility-timeout",
+            "5",
+        ],
+    ))
+    .await;
+    d.wait_ready(Duration::from_secs(20)).await;
+    // Cut SQS off shortly before a tick, bring it back once the enqueue failed.
+    let tick = eventually(
+        Duration::from_secs(20),
+        "a tick at least 2 s away",
+        || async {
+            let next = d
+                .metric("sqsd_periodic_task_next_run_timestamp_seconds{task=\"retried\"}")
+                .await as i64;
+            (next - Utc::now().timestamp() >= 2).then_some(next)
+        },
+    )
+    .await;
+    proxy.set_up(false);
+    eventually(Duration::from_secs(20), "a failed enqueue", || async {
+        (d.metric("sqsd_periodic_enqueue_failures_total{task=\"retried\"}")
+            .await
+            >= 2.0)
+            .then_some(())
+    })
+    .await;
+    proxy.set_up(true);
+    let tick = Utc.timestamp_opt(tick, 0).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the retried tick delivered",
+        || {
+            let ticks = messages_per_tick(&app, "retried");
+            async move { ticks.contains_key(&tick).then_some(()) }
+        },
+    )
+    .await;
+    assert_no_tick_twice(&messages_per_tick(&app, "retried"));
+    let line = d
+        .find_log("cannot enqueue the periodic task; retrying")
+        .expect("the failure is logged");
+    assert!(line.contains("retried"), "{line}");
+    assert_eq!(d.metric("sqsd_periodic_ticks_skipped_total").await, 0.0);
+}
