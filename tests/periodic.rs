@@ -662,6 +662,20 @@ async fn missing_table_is_an_error_unless_creation_is_allowed() {
             ("tick".to_string(), "RANGE".to_string())
         ]
     );
+    // Records expire through TTL, so the table does not grow forever.
+    let ttl = common::dynamodb()
+        .describe_time_to_live()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("describe TTL")
+        .time_to_live_description
+        .expect("TTL description");
+    assert_eq!(ttl.attribute_name(), Some("expires_at"));
+    assert_eq!(
+        ttl.time_to_live_status().map(|s| s.as_str()),
+        Some("ENABLED")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
