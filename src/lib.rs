@@ -180,10 +180,20 @@ fn healthcheck(inputs: &Inputs<'_>) -> ExitCode {
     let Some((text, source)) = layers.get(config::ADMIN_ADDR) else {
         return ExitCode::from(EXIT_CONFIG);
     };
-    let Ok(addr) = text.parse() else {
+    let Ok(mut addr) = text.parse::<std::net::SocketAddr>() else {
         eprintln!("sqsd: admin_addr {text:?} (from {source}) is not an address");
         return ExitCode::from(EXIT_CONFIG);
     };
+    // A daemon listening on every address (0.0.0.0, as in a container) is
+    // asked on loopback.
+    if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        addr.set_ip(loopback);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build();

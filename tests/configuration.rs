@@ -220,6 +220,31 @@ async fn healthcheck_command_reports_a_running_daemon() {
     };
     let (code, _, _) = run_to_end(&["healthcheck", "--admin-addr", &closed], &[]);
     assert_eq!(code, 1);
+
+    // In a container the admin listener is on every address and the health
+    // check finds it through the same environment as the daemon.
+    let mut args = base_args(&queue, "http://127.0.0.1:9");
+    let at = args.iter().position(|a| a == "--admin-addr").unwrap();
+    args[at + 1] = "0.0.0.0:0".into();
+    let d = Daemon::start(args).await;
+    let port = d
+        .admin
+        .clone()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let everywhere = format!("0.0.0.0:{port}");
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        run_to_end(
+            &["healthcheck"],
+            &[("SQSD_ADMIN_ADDR", everywhere.as_str())],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -495,10 +494,10 @@ async fn sighup_reloads_and_a_bad_file_keeps_the_schedule() {
     assert_eq!(d.admin_get("/healthz").await.0, 200);
 }
 
-fn run_sqsd(args: &[&str]) -> std::process::Output {
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    let mut cmd: Command = common::sqsd_command(&args);
-    cmd.output().expect("run sqsd")
+/// Runs sqsd to its end: exit code and standard error.
+fn run_sqsd(args: &[&str]) -> (i32, String) {
+    let (code, _, err) = common::run_to_end(args, &[]);
+    (code, err)
 }
 
 #[test]
@@ -522,9 +521,8 @@ fn bad_cron_files_stop_startup_naming_entry_and_field() {
                 "--cron-file",
                 path,
             ]);
-            let out = run_sqsd(&args);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(out.status.code(), Some(64), "{mode:?} {text:?}: {err}");
+            let (code, err) = run_sqsd(&args);
+            assert_eq!(code, 64, "{mode:?} {text:?}: {err}");
             for w in *wanted {
                 assert!(err.contains(w), "{mode:?}: {err:?} should mention {w:?}");
             }
@@ -532,14 +530,14 @@ fn bad_cron_files_stop_startup_naming_entry_and_field() {
         }
     }
     // A configured file that does not exist is an error too.
-    let out = run_sqsd(&[
+    let (code, err) = run_sqsd(&[
         "--queue-url",
         "http://127.0.0.1:9/000000000000/never-reached",
         "--cron-file",
         "/nonexistent/cron.yaml",
     ]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cron.yaml"));
+    assert_eq!(code, 64);
+    assert!(err.contains("/nonexistent/cron.yaml"), "{err}");
 }
 
 #[test]
@@ -551,20 +549,18 @@ fn check_config_lists_each_tasks_next_three_runs_in_utc() {
             ("sunday", "/sunday", "30 6 * * 7"),
         ]),
     );
-    let out = run_sqsd(&[
-        "check-config",
-        "--queue-url",
-        "http://127.0.0.1:9/000000000000/q",
-        "--cron-file",
-        file.to_str().unwrap(),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, out, err) = common::run_to_end(
+        &[
+            "check-config",
+            "--queue-url",
+            "http://127.0.0.1:9/000000000000/q",
+            "--cron-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code, 0, "{err}");
+    let text = out;
     // Worked out here with chrono, independently of the daemon's parser.
     let next_three = |weekday: Weekday, hour: u32, minute: u32| -> Vec<String> {
         let now = Utc::now();
@@ -611,9 +607,8 @@ async fn missing_table_is_an_error_unless_creation_is_allowed() {
     ];
     let mut refused = args.to_vec();
     refused.extend(["--cron-create-table", "false"]);
-    let out = run_sqsd(&refused);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "{err}");
+    let (code, err) = run_sqsd(&refused);
+    assert_eq!(code, 64, "{err}");
     assert!(
         err.contains(&table) && err.contains("does not exist"),
         "{err}"
