@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -734,4 +735,37 @@ async fn a_failed_enqueue_is_retried_logged_and_counted() {
         .expect("the failure is logged");
     assert!(line.contains("retried"), "{line}");
     assert_eq!(d.metric("sqsd_periodic_ticks_skipped_total").await, 0.0);
+}
+
+#[test]
+fn cron_yaml_in_the_working_directory_is_found_without_configuration() {
+    let file = scratch_file("cron.yaml", &cron_yaml(&[("found", "/found", "0 3 * * *")]));
+    let dir = file.parent().unwrap();
+    let mut cmd = common::sqsd_command(&[
+        "check-config".to_string(),
+        "--queue-url".to_string(),
+        "http://127.0.0.1:9/000000000000/q".to_string(),
+    ]);
+    let out = cmd.current_dir(dir).output().expect("run sqsd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("periodic tasks from cron.yaml"), "{text}");
+    assert!(text.contains("found: POST /found"), "{text}");
+    // Elsewhere, with no file at all, there are simply no tasks.
+    let empty = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let out = common::sqsd_command(&[
+        "check-config".to_string(),
+        "--queue-url".to_string(),
+        "http://127.0.0.1:9/000000000000/q".to_string(),
+    ])
+    .current_dir(empty)
+    .output()
+    .expect("run sqsd");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("periodic tasks: none"));
 }
