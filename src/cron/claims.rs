@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
@@ -99,6 +100,27 @@ fn lost_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
+/// A conditional write's result: `Ok(false)` when the condition did not hold.
+fn won<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, DbError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if lost_condition(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A request shape the SDK refused to build (a bug, not a DynamoDB answer).
+fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, DbError> {
+    result.map_err(|e| DbError {
+        message: e.to_string(),
+        permanent: true,
+    })
+}
+
 /// What the table says about one tick.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -161,6 +183,14 @@ impl Claims {
 
     fn key(&self, task: &str, tick: i64) -> HashMap<String, AttributeValue> {
         HashMap::from([(PK.to_string(), self.pk(task)), (TICK.to_string(), n(tick))])
+    }
+
+    /// An UpdateItem on one tick record.
+    fn update(&self, task: &str, tick: i64) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(task, tick)))
     }
 
     /// Checks the table, creating it when missing and `create` is set.
@@ -241,24 +271,20 @@ impl Claims {
 
     async fn create(&self) -> Result<(), DbError> {
         let attribute = |name: &str, kind| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(kind)
-                .build()
-                .map_err(|e| DbError {
-                    message: e.to_string(),
-                    permanent: true,
-                })
+            built(
+                AttributeDefinition::builder()
+                    .attribute_name(name)
+                    .attribute_type(kind)
+                    .build(),
+            )
         };
         let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .map_err(|e| DbError {
-                    message: e.to_string(),
-                    permanent: true,
-                })
+            built(
+                KeySchemaElement::builder()
+                    .attribute_name(name)
+                    .key_type(kind)
+                    .build(),
+            )
         };
         let created = self
             .client
@@ -277,14 +303,12 @@ impl Claims {
             Err(e) if e.code() == Some("ResourceInUseException") => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        let ttl = TimeToLiveSpecification::builder()
-            .enabled(true)
-            .attribute_name(EXPIRES_AT)
-            .build()
-            .map_err(|e| DbError {
-                message: e.to_string(),
-                permanent: true,
-            })?;
+        let ttl = built(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(EXPIRES_AT)
+                .build(),
+        )?;
         if let Err(e) = self
             .client
             .update_time_to_live()
@@ -360,7 +384,7 @@ impl Claims {
             EXPIRES_AT.into(),
             n(tick.timestamp() + RECORD_TTL.as_secs() as i64),
         );
-        let put = self
+        won(self
             .client
             .put_item()
             .table_name(&self.table)
@@ -368,12 +392,7 @@ impl Claims {
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if lost_condition(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+            .await)
     }
 
     /// Extends this daemon's lease on a tick it is still sending;
@@ -385,10 +404,7 @@ impl Claims {
         now: DateTime<Utc>,
     ) -> Result<bool, DbError> {
         let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(task, tick.timestamp())))
+            .update(task, tick.timestamp())
             .update_expression("SET #lease = :lease")
             .condition_expression("#by = :me AND #phase = :claimed")
             .expression_attribute_names("#lease", LEASE_UNTIL)
@@ -399,20 +415,13 @@ impl Claims {
             .expression_attribute_values(":claimed", s(CLAIMED))
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(true),
-            Err(e) if lost_condition(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        won(updated)
     }
 
     /// Records that this daemon's claimed tick was enqueued.
     pub async fn mark_sent(&self, task: &str, tick: DateTime<Utc>) -> Result<(), DbError> {
         let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(task, tick.timestamp())))
+            .update(task, tick.timestamp())
             .update_expression("SET #phase = :sent")
             .condition_expression("#by = :me")
             .expression_attribute_names("#phase", PHASE)
@@ -439,10 +448,7 @@ impl Claims {
         now: DateTime<Utc>,
     ) -> Result<bool, DbError> {
         let updated = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(self.key(task, record.tick)))
+            .update(task, record.tick)
             .update_expression("SET #by = :me, #lease = :lease")
             .condition_expression("#by = :old AND #lease = :old_lease AND #phase = :claimed")
             .expression_attribute_names("#by", CLAIMED_BY)
@@ -455,11 +461,7 @@ impl Claims {
             .expression_attribute_values(":claimed", s(CLAIMED))
             .send()
             .await;
-        match updated {
-            Ok(_) => Ok(true),
-            Err(e) if lost_condition(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        won(updated)
     }
 
     /// The tick records of `task` in `[from, to]`, by tick.
