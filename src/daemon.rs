@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin};
+use crate::app_client::AppClient;
 use crate::config::Config;
 use crate::cron::claims::Claims;
 use crate::cron::{CronSource, Scheduler};
-use crate::deliver::{self, Dispatcher};
+use crate::deliver::Dispatcher;
 use crate::health::Health;
 use crate::message::Template;
 use crate::metrics::Metrics;
@@ -140,7 +141,7 @@ pub async fn run(
 
     let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
     let dispatcher = Arc::new(Dispatcher {
-        http: deliver::http_client(&config)?,
+        http: AppClient::new(&config)?,
         template: Template::new(
             &config.worker_url,
             &config.http_path,

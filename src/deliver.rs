@@ -11,30 +11,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, SuccessCodes};
+use crate::app_client::{AppClient, Failure};
+use crate::config::SuccessCodes;
 use crate::message::{Incoming, Template};
 use crate::metrics::Metrics;
 use crate::policy::{self, Clock, Outcome, Settlement};
 use crate::settle::{Action, Settler};
 
-/// The HTTP client for the application: keep-alive, no proxies, no redirects.
-pub fn http_client(config: &Config) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.inactivity_timeout)
-        .pool_max_idle_per_host(config.http_connections)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .http1_only()
-        .http1_title_case_headers()
-        .tcp_nodelay(true)
-        .build()
-}
-
 /// Delivers messages and settles them.
 pub struct Dispatcher {
-    pub http: reqwest::Client,
+    pub http: AppClient,
     pub template: Template,
     pub success_codes: SuccessCodes,
     pub error_visibility_s: u32,
@@ -163,54 +149,17 @@ impl Dispatcher {
             tracing::warn!(message_id = %msg.id, attribute = %name, reason = why.as_str(),
                 "attribute is not a valid header; not sent");
         }
-        let sent = self
-            .http
-            .post(request.url)
-            .headers(request.headers)
-            .body(request.body)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => return classify(&e),
-        };
-        let status = response.status().as_u16();
-        let retry_after_s = (status == 429)
-            .then(|| response.headers().get(http::header::RETRY_AFTER))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| policy::parse_retry_after(v, self.clock.now_ms()));
-        // Read the whole answer: it completes the exchange and frees the
-        // connection for keep-alive.
-        match response.bytes().await {
-            Ok(_) => Outcome::Status {
-                status,
-                retry_after_s,
+        match self.http.post(request).await {
+            Ok(answer) => Outcome::Status {
+                status: answer.status,
+                retry_after_s: (answer.status == 429)
+                    .then_some(answer.retry_after)
+                    .flatten()
+                    .and_then(|v| policy::parse_retry_after(&v, self.clock.now_ms())),
             },
-            Err(e) => classify(&e),
+            Err(Failure::Connect(e)) => Outcome::ConnectFailed(e),
+            Err(Failure::TimedOut) => Outcome::TimedOut,
+            Err(Failure::Other(e)) => Outcome::Failed(e),
         }
     }
-}
-
-fn classify(e: &reqwest::Error) -> Outcome {
-    let text = error_chain(e);
-    if e.is_connect() {
-        Outcome::ConnectFailed(text)
-    } else if e.is_timeout() {
-        Outcome::TimedOut
-    } else {
-        Outcome::Failed(text)
-    }
-}
-
-/// An error with its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -4,6 +4,7 @@
 //! [`daemon::run`], which takes its shutdown trigger as a parameter.
 
 pub mod admin;
+pub mod app_client;
 pub mod cli;
 pub mod config;
 pub mod cron;
