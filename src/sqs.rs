@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sqs::config::http::HttpResponse;
@@ -100,7 +101,10 @@ pub async fn aws_setup(config: &Config) -> AwsSetup {
         .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::disabled())
-        .timeout_config(timeouts);
+        .timeout_config(timeouts)
+        // Every request and answer here is small; the operation timeouts
+        // already bound a stalled one, without a throughput check per call.
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(region) = &config.region {
         loader = loader.region(Region::new(region.clone()));
     }
