@@ -66,6 +66,9 @@ impl RunError {
     }
 }
 
+/// How long startup waits for DynamoDB to answer about the cron table.
+const TABLE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.
 /// Each change of `reload` re-reads `cron.yaml`.
 pub async fn run(
@@ -119,12 +122,20 @@ pub async fn run(
                 &config.queue_url,
                 instance_id(),
             );
-            tokio::select! {
-                prepared = claims.prepare(config.cron_create_table) => prepared?,
+            // A missing or unusable table stops startup. DynamoDB that does
+            // not answer yet must not hold up message delivery: the
+            // scheduler keeps checking and starts the tasks once it answers.
+            let checked = tokio::select! {
+                checked = tokio::time::timeout(TABLE_CHECK_WAIT, claims.prepare(config.cron_create_table)) => checked,
                 _ = shutdown.cancelled() => {
                     admin_stop.cancel();
                     return Ok(());
                 }
+            };
+            match checked {
+                Ok(prepared) => prepared?,
+                Err(_) => tracing::warn!(table = %table, waited = ?TABLE_CHECK_WAIT,
+                    "DynamoDB does not answer yet; delivering messages meanwhile, periodic tasks start once the cron table answers"),
             }
             Some(claims)
         }
@@ -137,7 +148,7 @@ pub async fn run(
         metrics.clone(),
         scheduler_stop.clone(),
     ));
-    let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload));
+    let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, config.cron_create_table));
 
     let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
     let dispatcher = Arc::new(Dispatcher {

@@ -769,3 +769,46 @@ fn cron_yaml_in_the_working_directory_is_found_without_configuration() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("periodic tasks: none"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamodb_down_at_start_holds_up_tasks_not_messages() {
+    let queue = TestQueue::new("cron-ddb-down").await;
+    let app = App::ok().await;
+    let dynamodb = common::proxy::Proxy::start(&common::dynamodb_endpoint()).await;
+    dynamodb.set_up(false);
+    let table = table_name("sqsd-late");
+    let file = scratch_file("cron.yaml", &cron_yaml(&[("late", "/late", "* * * * * *")]));
+    let mut args = args_with(&queue, &app, &["--cron-file", file.to_str().unwrap()]);
+    args.extend(table_args(&table).into_iter().map(String::from));
+    let mut cmd = common::sqsd_command(&args);
+    cmd.env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.url());
+    let d = Daemon::start_with(cmd).await;
+
+    // Messages flow while DynamoDB is away...
+    d.wait_log("DynamoDB does not answer yet", Duration::from_secs(30))
+        .await;
+    d.wait_ready(Duration::from_secs(10)).await;
+    let id = queue.send("while the table is away").await;
+    eventually(Duration::from_secs(20), "the message delivered", || {
+        let seen = !app.for_message(&id).is_empty();
+        async move { seen.then_some(()) }
+    })
+    .await;
+    assert!(
+        messages_per_tick(&app, "late").is_empty(),
+        "no task without the table"
+    );
+
+    // ...and the tasks start once it answers.
+    dynamodb.set_up(true);
+    eventually(
+        Duration::from_secs(30),
+        "task POSTs once DynamoDB answers",
+        || {
+            let n = messages_per_tick(&app, "late").len();
+            async move { (n >= 2).then_some(()) }
+        },
+    )
+    .await;
+    assert_no_tick_twice(&messages_per_tick(&app, "late"));
+}

@@ -179,7 +179,26 @@ impl Scheduler {
 
     /// Schedules `source`'s tasks until `stop`, re-reading the file on each
     /// reload signal; then waits briefly for enqueues in flight.
-    pub async fn run(self: Arc<Self>, mut source: CronSource, mut reload: Reload) {
+    pub async fn run(
+        self: Arc<Self>,
+        mut source: CronSource,
+        mut reload: Reload,
+        create_table: bool,
+    ) {
+        // Startup may have gone on without an answer from DynamoDB; nothing
+        // is scheduled until the table is known to be usable (a no-op when
+        // it already answered).
+        if let Some(claims) = &self.claims {
+            let prepared = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                prepared = claims.prepare(create_table) => prepared,
+            };
+            if let Err(e) = prepared {
+                tracing::error!(error = %e, "periodic tasks are not scheduled: the cron table cannot be used");
+                self.stop.cancelled().await;
+                return;
+            }
+        }
         self.announce(&source);
         let mut generation = self.start(&source.tasks);
         loop {
