@@ -29,6 +29,18 @@ pub struct Answer {
     pub retry_after: Option<String>,
 }
 
+impl Answer {
+    fn of(status: http::StatusCode, headers: &http::HeaderMap) -> Answer {
+        Answer {
+            status: status.as_u16(),
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        }
+    }
+}
+
 /// Why no answer came.
 #[derive(Debug)]
 pub enum Failure {
@@ -144,12 +156,7 @@ impl Plain {
                 _ => return Err(Failure::Other(error_chain(&e.into_error()))),
             },
         };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let answer = Answer::of(response.status(), response.headers());
         // Read the whole answer: it completes the exchange and frees the
         // connection for the next request.
         response
@@ -158,10 +165,7 @@ impl Plain {
             .await
             .map_err(|e| Failure::Other(error_chain(&e)))?;
         self.check_in(sender);
-        Ok(Answer {
-            status,
-            retry_after,
-        })
+        Ok(answer)
     }
 
     /// An idle connection that is still open and ready, if any.
@@ -240,17 +244,9 @@ async fn post_with_reqwest(client: &reqwest::Client, request: Request) -> Result
         .send()
         .await
         .map_err(classify)?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let answer = Answer::of(response.status(), response.headers());
     response.bytes().await.map_err(classify)?;
-    Ok(Answer {
-        status,
-        retry_after,
-    })
+    Ok(answer)
 }
 
 /// An error with its causes, on one line.
