@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-/// jemalloc: about a sixth less CPU per message than the system allocator
-/// in the daemon benchmark, at a similar resident size (and far faster than
-/// musl's allocator in the static container build).
+/// jemalloc: about a sixth less CPU per message than glibc's allocator in
+/// the daemon benchmark, at a similar resident size; the static musl build
+/// of the container image uses it too instead of musl's allocator.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
