@@ -113,6 +113,8 @@ pub async fn run(
     };
     sqs::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
 
+    // Still to be done by the scheduler: `Some(create)`.
+    let mut table_check = None;
     let claims = match &config.cron_table {
         None => None,
         Some(table) => {
@@ -134,8 +136,11 @@ pub async fn run(
             };
             match checked {
                 Ok(prepared) => prepared?,
-                Err(_) => tracing::warn!(table = %table, waited = ?TABLE_CHECK_WAIT,
-                    "DynamoDB does not answer yet; delivering messages meanwhile, periodic tasks start once the cron table answers"),
+                Err(_) => {
+                    tracing::warn!(table = %table, waited = ?TABLE_CHECK_WAIT,
+                        "DynamoDB does not answer yet; delivering messages meanwhile, periodic tasks start once the cron table answers");
+                    table_check = Some(config.cron_create_table);
+                }
             }
             Some(claims)
         }
@@ -148,7 +153,7 @@ pub async fn run(
         metrics.clone(),
         scheduler_stop.clone(),
     ));
-    let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, config.cron_create_table));
+    let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, table_check));
 
     let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
     let dispatcher = Arc::new(Dispatcher {

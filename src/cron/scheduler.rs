@@ -179,16 +179,15 @@ impl Scheduler {
 
     /// Schedules `source`'s tasks until `stop`, re-reading the file on each
     /// reload signal; then waits briefly for enqueues in flight.
+    /// `table_check`: `Some(create)` when startup went on before DynamoDB
+    /// answered about the table; nothing is scheduled until it does.
     pub async fn run(
         self: Arc<Self>,
         mut source: CronSource,
         mut reload: Reload,
-        create_table: bool,
+        table_check: Option<bool>,
     ) {
-        // Startup may have gone on without an answer from DynamoDB; nothing
-        // is scheduled until the table is known to be usable (a no-op when
-        // it already answered).
-        if let Some(claims) = &self.claims {
+        if let (Some(claims), Some(create_table)) = (&self.claims, table_check) {
             let prepared = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 prepared = claims.prepare(create_table) => prepared,
