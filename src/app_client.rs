@@ -7,18 +7,15 @@
 //! request than a general-purpose client. An `https://` application is
 //! reached through reqwest with the same rules.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{HeaderValue, HOST, RETRY_AFTER};
+use http::header::RETRY_AFTER;
 use http::{Method, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::Full;
 
 use crate::config::Config;
+use crate::http1::Pool;
+pub use crate::http1::{error_chain, Failure};
 use crate::message::Request;
 
 /// What the application answered.
@@ -41,17 +38,6 @@ impl Answer {
     }
 }
 
-/// Why no answer came.
-#[derive(Debug)]
-pub enum Failure {
-    /// No connection could be made.
-    Connect(String),
-    /// No complete answer within the inactivity timeout.
-    TimedOut,
-    /// The exchange broke off.
-    Other(String),
-}
-
 /// The application's client; see the module documentation.
 pub enum AppClient {
     Plain(Plain),
@@ -60,26 +46,17 @@ pub enum AppClient {
 
 impl AppClient {
     pub fn new(config: &Config) -> reqwest::Result<AppClient> {
-        let url = reqwest::Url::parse(&config.worker_url).ok();
-        let plain = url.as_ref().filter(|u| u.scheme() == "http").and_then(|u| {
-            let host = u.host_str()?;
-            let port = u.port_or_known_default()?;
-            let authority = match u.port() {
-                Some(p) => format!("{host}:{p}"),
-                None => host.to_string(),
-            };
-            Some(Plain {
-                // `host_str` keeps an IPv6 address in brackets, as connect wants.
-                connect_to: format!("{host}:{port}"),
-                host: HeaderValue::from_str(&authority).ok()?,
-                idle: Mutex::new(Vec::new()),
-                max_idle: config.http_connections,
-                connect_timeout: config.connect_timeout,
+        let pool = Pool::for_url(
+            &config.worker_url,
+            config.http_connections,
+            config.connect_timeout,
+            true,
+        );
+        if let Some(pool) = pool {
+            return Ok(AppClient::Plain(Plain {
+                pool,
                 timeout: config.inactivity_timeout,
-            })
-        });
-        if let Some(plain) = plain {
-            return Ok(AppClient::Plain(plain));
+            }));
         }
         reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -104,126 +81,24 @@ impl AppClient {
     }
 }
 
-/// Plain HTTP/1.1 to one host, with a pool of idle keep-alive connections.
+/// Plain HTTP/1.1 to the application, over a pool of keep-alive connections.
 pub struct Plain {
-    /// `host:port` to connect to.
-    connect_to: String,
-    host: HeaderValue,
-    idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
-    max_idle: usize,
-    connect_timeout: Duration,
+    pool: Pool,
     /// The whole exchange, connecting included.
     timeout: Duration,
 }
 
 impl Plain {
     async fn post(&self, request: Request) -> Result<Answer, Failure> {
-        match tokio::time::timeout(self.timeout, self.exchange(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::TimedOut),
-        }
-    }
-
-    async fn exchange(&self, request: Request) -> Result<Answer, Failure> {
-        let target = match request.url.query() {
-            Some(q) => format!("{}?{q}", request.url.path()),
-            None => request.url.path().to_string(),
-        };
-        let uri = Uri::try_from(target).map_err(|e| Failure::Other(e.to_string()))?;
         let mut outgoing = http::Request::new(Full::new(request.body));
         *outgoing.method_mut() = Method::POST;
-        *outgoing.uri_mut() = uri;
+        *outgoing.uri_mut() = Uri::from(request.target);
         *outgoing.headers_mut() = request.headers;
-        outgoing.headers_mut().insert(HOST, self.host.clone());
-
-        // A pooled connection the application closed while idle fails
-        // before the request is written; hyper hands the request back and
-        // it goes out once more on a fresh connection.
-        let (mut sender, reused) = match self.checkout().await {
-            Some(s) => (s, true),
-            None => (self.connect().await?, false),
-        };
-        let response = match sender.try_send_request(outgoing).await {
-            Ok(r) => r,
-            Err(mut e) => match (reused, e.take_message()) {
-                (true, Some(unsent)) => {
-                    sender = self.connect().await?;
-                    sender
-                        .send_request(unsent)
-                        .await
-                        .map_err(|e| Failure::Other(error_chain(&e)))?
-                }
-                _ => return Err(Failure::Other(error_chain(&e.into_error()))),
-            },
-        };
-        let answer = Answer::of(response.status(), response.headers());
-        // Read the whole answer: it completes the exchange and frees the
-        // connection for the next request.
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Failure::Other(error_chain(&e)))?;
-        self.check_in(sender);
-        Ok(answer)
-    }
-
-    /// An idle connection that is still open and ready, if any.
-    async fn checkout(&self) -> Option<http1::SendRequest<Full<Bytes>>> {
-        loop {
-            let candidate = self.idle.lock().ok()?.pop()?;
-            if candidate.is_closed() {
-                continue;
-            }
-            let mut candidate = candidate;
-            if candidate.ready().await.is_ok() {
-                return Some(candidate);
-            }
+        match tokio::time::timeout(self.timeout, self.pool.send(outgoing)).await {
+            Ok(Ok((head, _body))) => Ok(Answer::of(head.status, &head.headers)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Failure::TimedOut),
         }
-    }
-
-    fn check_in(&self, sender: http1::SendRequest<Full<Bytes>>) {
-        if sender.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < self.max_idle {
-                idle.push(sender);
-            }
-        }
-    }
-
-    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>, Failure> {
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.connect_to))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(Failure::Connect(format!(
-                        "cannot connect to {}: {e}",
-                        self.connect_to
-                    )))
-                }
-                Err(_) => {
-                    return Err(Failure::Connect(format!(
-                        "cannot connect to {}: no answer within {:?}",
-                        self.connect_to, self.connect_timeout
-                    )))
-                }
-            };
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .title_case_headers(true)
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Connect(error_chain(&e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection to the application ended");
-            }
-        });
-        Ok(sender)
     }
 }
 
@@ -247,16 +122,4 @@ async fn post_with_reqwest(client: &reqwest::Client, request: Request) -> Result
     let answer = Answer::of(response.status(), response.headers());
     response.bytes().await.map_err(classify)?;
     Ok(answer)
-}
-
-/// An error with its causes, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }

@@ -24,9 +24,10 @@ use crate::message::Template;
 use crate::metrics::Metrics;
 use crate::policy::SystemClock;
 use crate::poller::{poller_count, Poller};
-use crate::settle::Settler;
+use crate::settle::{self, Settler};
 use crate::signals::Reload;
 use crate::sqs::{self, Queue, QueueError, MAX_BATCH};
+use crate::sqs_json::SqsJson;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,8 @@ pub enum RunError {
     },
     #[error("cannot set up local mode: {0}")]
     Local(String),
+    #[error("cannot use the SQS endpoint: {0}")]
+    Endpoint(String),
     #[error(transparent)]
     CronFile(#[from] crate::cron::CronFileError),
     #[error(transparent)]
@@ -60,7 +63,10 @@ impl RunError {
     /// for other configuration mistakes; 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Queue(_) | RunError::CronFile(_) | RunError::CronTable(_) => 64,
+            RunError::Queue(_)
+            | RunError::Endpoint(_)
+            | RunError::CronFile(_)
+            | RunError::CronTable(_) => 64,
             _ => 1,
         }
     }
@@ -99,17 +105,27 @@ pub async fn run(
     ));
 
     let aws = sqs::aws_setup(&config).await;
-    let queue = Queue {
-        client: aws.sqs(&config),
-        url: config.queue_url.clone(),
-        metrics: metrics.clone(),
-    };
-    let attributes = tokio::select! {
-        checked = queue.check() => checked?,
+    let sdk = aws.sqs(&config);
+    let (attributes, endpoint) = tokio::select! {
+        checked = sqs::check_queue(&sdk, &config.queue_url, &metrics) => checked?,
         _ = shutdown.cancelled() => {
             admin_stop.cancel();
             return Ok(());
         }
+    };
+    tracing::debug!(%endpoint, "SQS endpoint");
+    let api = SqsJson::new(
+        &endpoint,
+        aws.region(),
+        aws.sqs_credentials(&config),
+        // Every poller's long poll, every batch call in flight, some spare.
+        poller_count(config.http_connections) + settle::CONCURRENT_FLUSHES + 4,
+    )
+    .map_err(RunError::Endpoint)?;
+    let queue = Queue {
+        api: Arc::new(api),
+        url: config.queue_url.clone(),
+        metrics: metrics.clone(),
     };
     sqs::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
 
@@ -147,7 +163,7 @@ pub async fn run(
     };
     let scheduler_stop = CancellationToken::new();
     let scheduler = Arc::new(Scheduler::new(
-        queue.client.clone(),
+        sdk,
         config.queue_url.clone(),
         claims,
         metrics.clone(),

@@ -11,6 +11,7 @@ pub mod cron;
 pub mod daemon;
 pub mod deliver;
 pub mod health;
+pub mod http1;
 pub mod local;
 pub mod logging;
 pub mod message;
@@ -20,6 +21,7 @@ pub mod poller;
 pub mod settle;
 pub mod signals;
 pub mod sqs;
+pub mod sqs_json;
 pub mod sqs_server;
 
 use std::ffi::OsString;

@@ -6,10 +6,12 @@
 //! path on the configured application, and attribute names or values that
 //! are not valid in a header are dropped (and reported), never passed on.
 
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName as SysAttr};
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::sqs_json::WireMessage;
 
 /// Attribute that overrides `http_path` for one message.
 pub const PATH_ATTR: &str = "beanstalk.sqsd.path";
@@ -41,24 +43,16 @@ pub struct Incoming {
     pub attributes: Vec<(String, String)>,
 }
 
-impl From<Message> for Incoming {
-    fn from(m: Message) -> Self {
-        let mut sys = m.attributes.unwrap_or_default();
-        let mut take = |k: SysAttr| sys.remove(&k);
+impl From<WireMessage> for Incoming {
+    fn from(m: WireMessage) -> Self {
+        let sys = m.attributes.unwrap_or_default();
         let millis = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
-        let sent_at_ms = millis(take(SysAttr::SentTimestamp));
-        let first_received_at_ms = millis(take(SysAttr::ApproximateFirstReceiveTimestamp));
-        let receive_count =
-            take(SysAttr::ApproximateReceiveCount).and_then(|s| s.parse::<u32>().ok());
-        let sender_id = take(SysAttr::SenderId);
-        let trace_header = take(SysAttr::AwsTraceHeader);
-        let group_id = take(SysAttr::MessageGroupId);
         let mut attributes: Vec<(String, String)> = m
             .message_attributes
             .unwrap_or_default()
             .into_iter()
             .filter(|(_, v)| {
-                let t = v.data_type();
+                let t = v.data_type.as_str();
                 t.starts_with("String") || t.starts_with("Number")
             })
             .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
@@ -68,12 +62,12 @@ impl From<Message> for Incoming {
             id: m.message_id.unwrap_or_default(),
             receipt_handle: m.receipt_handle.unwrap_or_default(),
             body: m.body.unwrap_or_default(),
-            sent_at_ms,
-            first_received_at_ms,
-            receive_count,
-            sender_id,
-            trace_header,
-            group_id,
+            sent_at_ms: millis(sys.sent_timestamp),
+            first_received_at_ms: millis(sys.first_receive_timestamp),
+            receive_count: sys.receive_count.and_then(|s| s.parse::<u32>().ok()),
+            sender_id: sys.sender_id,
+            trace_header: sys.trace_header,
+            group_id: sys.group_id,
             attributes,
         }
     }
@@ -146,6 +140,8 @@ impl Dropped {
 pub struct Request {
     /// Full URL: the application base joined with the path.
     pub url: reqwest::Url,
+    /// The same URL's path and query: what a plain-HTTP client sends.
+    pub target: PathAndQuery,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// Attributes left out, with the reason, for counting and logging.
@@ -160,6 +156,8 @@ pub struct Template {
     /// The base URL's own path without trailing slash (`""` or `/api`).
     base_path: String,
     pub default_path: String,
+    /// URL and target for messages without a path of their own, made once.
+    default_url: Option<(reqwest::Url, PathAndQuery)>,
     pub content_type: HeaderValue,
     pub queue_name: HeaderValue,
 }
@@ -171,22 +169,25 @@ impl Template {
             .as_ref()
             .map(|u| u.path().trim_end_matches('/').to_string())
             .unwrap_or_default();
-        Template {
+        let mut template = Template {
             base,
             base_path,
             default_path: default_path.to_string(),
+            default_url: None,
             content_type: HeaderValue::from_str(mime_type)
                 .unwrap_or(HeaderValue::from_static("application/json")),
             queue_name: header_value(queue_name).unwrap_or(HeaderValue::from_static("")),
-        }
+        };
+        template.default_url = check_path(default_path)
+            .ok()
+            .and_then(|p| template.url_for(p).ok());
+        template
     }
 
-    /// Builds the POST for a message, or says why its path is refused.
-    pub fn request(&self, m: &Incoming) -> Result<Request, PathError> {
-        let path_attr = m.attribute(PATH_ATTR);
-        let path = check_path(path_attr.unwrap_or(&self.default_path))?;
-        // Only the path and query of the parsed base change: scheme, host
-        // and port cannot, whatever the message says.
+    /// The application URL for `path` (already checked), and its target.
+    /// Only the path and query of the parsed base change: scheme, host and
+    /// port cannot, whatever a message says.
+    fn url_for(&self, path: &str) -> Result<(reqwest::Url, PathAndQuery), PathError> {
         let mut url = self.base.clone().ok_or(PathError::OtherOrigin)?;
         let (path_part, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -194,6 +195,21 @@ impl Template {
         };
         url.set_path(&format!("{}{path_part}", self.base_path));
         url.set_query(query);
+        let target = match url.query() {
+            Some(q) => PathAndQuery::try_from(format!("{}?{q}", url.path())),
+            None => PathAndQuery::try_from(url.path()),
+        }
+        .map_err(|_| PathError::BadCharacter)?;
+        Ok((url, target))
+    }
+
+    /// Builds the POST for a message, or says why its path is refused.
+    pub fn request(&self, m: &Incoming) -> Result<Request, PathError> {
+        let path_attr = m.attribute(PATH_ATTR);
+        let (url, target) = match (path_attr, &self.default_url) {
+            (None, Some(default)) => default.clone(),
+            _ => self.url_for(check_path(path_attr.unwrap_or(&self.default_path))?)?,
+        };
 
         let mut headers = HeaderMap::with_capacity(12 + m.attributes.len());
         let mut add = |name: &'static str, value: HeaderValue| {
@@ -256,6 +272,7 @@ impl Template {
         };
         Ok(Request {
             url,
+            target,
             headers,
             body,
             dropped,
@@ -337,6 +354,7 @@ mod tests {
     fn headers_have_the_documented_values() {
         let r = template().request(&message()).unwrap();
         assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/work");
+        assert_eq!(r.target.as_str(), "/work");
         assert!(get(&r, "user-agent").unwrap().starts_with("aws-sqsd/"));
         assert_eq!(get(&r, "content-type"), Some("application/json"));
         assert_eq!(get(&r, "x-aws-sqsd-msgid"), Some("m-1"));
@@ -365,6 +383,7 @@ mod tests {
         m.attributes.push((PATH_ATTR.into(), "/other?x=1".into()));
         let r = template().request(&m).unwrap();
         assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/other?x=1");
+        assert_eq!(r.target.as_str(), "/other?x=1");
         assert_eq!(get(&r, "x-aws-sqsd-path"), Some("/other?x=1"));
         assert_eq!(get(&r, "x-aws-sqsd-attr-beanstalk.sqsd.path"), None);
     }
@@ -468,9 +487,25 @@ mod tests {
         );
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/jobs?x=1".into()));
+        let r = t.request(&m).unwrap();
+        assert_eq!(r.url.as_str(), "http://localhost:8080/api/jobs?x=1");
+        assert_eq!(r.target.as_str(), "/api/jobs?x=1");
+    }
+
+    #[test]
+    fn target_is_the_encoded_path_and_query_of_the_url() {
+        let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
+        let mut m = message();
+        m.attributes
+            .push((PATH_ATTR.into(), "/caf\u{e9}/<x>?k=\u{e9}".into()));
+        let r = t.request(&m).unwrap();
         assert_eq!(
-            t.request(&m).unwrap().url.as_str(),
-            "http://localhost:8080/api/jobs?x=1"
+            r.url.as_str(),
+            "http://localhost:8080/api/caf%C3%A9/%3Cx%3E?k=%C3%A9"
         );
+        assert_eq!(r.target.as_str(), "/api/caf%C3%A9/%3Cx%3E?k=%C3%A9");
+        // Without a path of its own, a message gets the prepared default.
+        let r = t.request(&message()).unwrap();
+        assert_eq!(r.target.as_str(), "/api/");
     }
 }

@@ -115,18 +115,13 @@ impl Poller {
     /// FIFO group go to a single task that delivers them in order; after a
     /// failure it gives the rest of the group back undelivered, so SQS
     /// keeps the group's order.
-    fn dispatch(
-        &self,
-        messages: Vec<aws_sdk_sqs::types::Message>,
-        mut slots: OwnedSemaphorePermit,
-    ) {
+    fn dispatch(&self, messages: Vec<Incoming>, mut slots: OwnedSemaphorePermit) {
         self.dispatcher
             .metrics
             .received
             .inc_by(messages.len() as u64);
         let mut groups: Vec<(String, Vec<(Incoming, OwnedSemaphorePermit)>)> = Vec::new();
-        for m in messages {
-            let msg = Incoming::from(m);
+        for msg in messages {
             let slot = if self.stop.is_cancelled() {
                 None
             } else {

@@ -11,18 +11,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{
-    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
-};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::policy::Backoff;
 use crate::sqs::{Queue, SqsError, MAX_BATCH};
+use crate::sqs_json::{BatchEntry, BatchFailure};
 
 /// Batch calls in flight at once; more wait, so SQS sees bounded load.
-const CONCURRENT_FLUSHES: usize = 16;
+pub const CONCURRENT_FLUSHES: usize = 16;
 /// Tries of one batch before its remaining entries are given up.
 const ATTEMPTS: u32 = 5;
 
@@ -189,10 +187,7 @@ struct Failure {
 async fn flush(queue: &Queue, kind: Kind, mut pending: Vec<Entry>) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     for attempt in 1..=ATTEMPTS {
-        let result = match kind {
-            Kind::Delete => delete_batch(queue, &pending).await,
-            Kind::Visibility => change_batch(queue, &pending).await,
-        };
+        let result = send_batch(queue, kind, &pending).await;
         queue
             .metrics
             .sqs_request(kind.action_name(), result.is_ok());
@@ -257,9 +252,9 @@ fn give_up(queue: &Queue, kind: Kind, entry: &Entry, reason: &str) {
 }
 
 /// The failed entries of a batch result; entry ids are indexes into the batch.
-fn failures(failed: &[BatchResultErrorEntry]) -> Vec<Failure> {
+fn failures(failed: Vec<BatchFailure>) -> Vec<Failure> {
     failed
-        .iter()
+        .into_iter()
         .filter_map(|f| {
             Some(Failure {
                 index: f.id.parse().ok()?,
@@ -270,42 +265,26 @@ fn failures(failed: &[BatchResultErrorEntry]) -> Vec<Failure> {
         .collect()
 }
 
-async fn delete_batch(queue: &Queue, entries: &[Entry]) -> Result<Vec<Failure>, SqsError> {
-    let mut call = queue.client.delete_message_batch().queue_url(&queue.url);
-    for (i, e) in entries.iter().enumerate() {
-        let entry = DeleteMessageBatchRequestEntry::builder()
-            .id(i.to_string())
-            .receipt_handle(&e.receipt_handle)
-            .build()
-            .map_err(|e| SqsError {
-                message: e.to_string(),
-                permanent: true,
-            })?;
-        call = call.entries(entry);
-    }
-    Ok(failures(&call.send().await?.failed))
-}
-
-async fn change_batch(queue: &Queue, entries: &[Entry]) -> Result<Vec<Failure>, SqsError> {
-    let mut call = queue
-        .client
-        .change_message_visibility_batch()
-        .queue_url(&queue.url);
-    for (i, e) in entries.iter().enumerate() {
-        let seconds = match e.action {
-            Action::ChangeVisibility(s) => s,
-            Action::Delete => 0,
-        };
-        let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
-            .id(i.to_string())
-            .receipt_handle(&e.receipt_handle)
-            .visibility_timeout(seconds as i32)
-            .build()
-            .map_err(|e| SqsError {
-                message: e.to_string(),
-                permanent: true,
-            })?;
-        call = call.entries(entry);
-    }
-    Ok(failures(&call.send().await?.failed))
+async fn send_batch(
+    queue: &Queue,
+    kind: Kind,
+    entries: &[Entry],
+) -> Result<Vec<Failure>, SqsError> {
+    let batch: Vec<BatchEntry<'_>> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| BatchEntry {
+            id: i.to_string(),
+            receipt_handle: &e.receipt_handle,
+            visibility_timeout: match e.action {
+                Action::ChangeVisibility(s) => Some(s),
+                Action::Delete => None,
+            },
+        })
+        .collect();
+    let failed = match kind {
+        Kind::Delete => queue.api.delete_batch(&queue.url, &batch).await?,
+        Kind::Visibility => queue.api.visibility_batch(&queue.url, &batch).await?,
+    };
+    Ok(failures(failed))
 }

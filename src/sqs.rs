@@ -1,5 +1,6 @@
 //! The worker queue: building the SDK client from the standard AWS chain,
-//! checking the queue at start, and the receive call.
+//! checking the queue at start, and the receive call (made by
+//! [`crate::sqs_json`]).
 //!
 //! The SDK's own retries are switched off: every request is one HTTP call,
 //! counted in the metrics, and retried by the daemon's own policy (capped
@@ -13,14 +14,17 @@ use aws_config::retry::RetryConfig;
 use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
+use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
 use crate::config::Config;
+use crate::message::Incoming;
 use crate::metrics::Metrics;
 use crate::policy::Backoff;
+use crate::sqs_json::{EndpointProbe, SqsJson};
 
 /// Long-poll wait of every receive, as Elastic Beanstalk's daemon.
 pub const WAIT_TIME_S: i32 = 20;
@@ -68,7 +72,7 @@ where
     }
 }
 
-fn is_transient_code(code: &str) -> bool {
+pub(crate) fn is_transient_code(code: &str) -> bool {
     matches!(
         code,
         "RequestThrottled"
@@ -160,12 +164,25 @@ impl AwsSetup {
         if let Some(endpoint) = &config.endpoint_url {
             builder = builder.endpoint_url(endpoint);
         }
-        let custom =
-            config.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
-        if let Some(c) = self.placeholder(custom, "sqs") {
+        if let Some(c) = self.sqs_credentials(config) {
             builder = builder.credentials_provider(c);
         }
         Client::from_conf(builder.build())
+    }
+
+    /// The credentials SQS calls are signed with.
+    pub fn sqs_credentials(&self, config: &Config) -> Option<SharedCredentialsProvider> {
+        let custom =
+            config.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL_SQS").is_some();
+        match self.placeholder(custom, "sqs") {
+            Some(c) => Some(SharedCredentialsProvider::new(c)),
+            None => self.shared.credentials_provider(),
+        }
+    }
+
+    /// The region requests are signed for.
+    pub fn region(&self) -> &str {
+        self.region.as_ref()
     }
 
     /// The DynamoDB client for the cron table, with
@@ -208,48 +225,60 @@ pub fn region_from_queue_url(url: &str) -> Option<String> {
     looks_right.then(|| region.to_string())
 }
 
-/// The worker queue and the client that reaches it.
+/// Reads the queue's attributes through the SDK, retrying while SQS is
+/// unreachable; fails at once when SQS answers that the queue cannot be
+/// used. Also returns the endpoint the SDK sent the request to.
+pub async fn check_queue(
+    client: &Client,
+    url: &str,
+    metrics: &Metrics,
+) -> Result<(HashMap<QueueAttributeName, String>, String), QueueError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let probe = EndpointProbe::default();
+    loop {
+        let result = client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .customize()
+            .interceptor(probe.clone())
+            .send()
+            .await;
+        metrics.sqs_request("GetQueueAttributes", result.is_ok());
+        match result {
+            Ok(out) => {
+                let endpoint = probe.endpoint().ok_or_else(|| QueueError::Unusable {
+                    url: url.to_string(),
+                    reason: "the SDK sent no request to learn the endpoint from".into(),
+                })?;
+                return Ok((out.attributes.unwrap_or_default(), endpoint));
+            }
+            Err(e) => {
+                let e = SqsError::from(e);
+                if e.permanent {
+                    return Err(QueueError::Unusable {
+                        url: url.to_string(),
+                        reason: e.message,
+                    });
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(queue = %url, error = %e, retry_in = ?delay,
+                    "cannot reach SQS to check the queue; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The worker queue and the client for its hot-path calls.
 #[derive(Clone)]
 pub struct Queue {
-    pub client: Client,
+    pub api: Arc<SqsJson>,
     pub url: String,
     pub metrics: Arc<Metrics>,
 }
 
 impl Queue {
-    /// Reads the queue's attributes, retrying while SQS is unreachable;
-    /// fails at once when SQS answers that the queue cannot be used.
-    pub async fn check(&self) -> Result<HashMap<QueueAttributeName, String>, QueueError> {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        loop {
-            let result = self
-                .client
-                .get_queue_attributes()
-                .queue_url(&self.url)
-                .attribute_names(QueueAttributeName::All)
-                .send()
-                .await;
-            self.metrics
-                .sqs_request("GetQueueAttributes", result.is_ok());
-            match result {
-                Ok(out) => return Ok(out.attributes.unwrap_or_default()),
-                Err(e) => {
-                    let e = SqsError::from(e);
-                    if e.permanent {
-                        return Err(QueueError::Unusable {
-                            url: self.url.clone(),
-                            reason: e.message,
-                        });
-                    }
-                    let delay = backoff.next_delay();
-                    tracing::warn!(queue = %self.url, error = %e, retry_in = ?delay,
-                        "cannot reach SQS to check the queue; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-
     /// One poll for up to `max` messages, with every attribute; `long` waits
     /// up to [`WAIT_TIME_S`] for messages, otherwise SQS answers at once.
     pub async fn receive(
@@ -257,22 +286,14 @@ impl Queue {
         max: usize,
         visibility_s: u32,
         long: bool,
-    ) -> Result<Vec<Message>, SqsError> {
-        #[allow(deprecated)]
+    ) -> Result<Vec<Incoming>, SqsError> {
+        let wait = if long { WAIT_TIME_S as u32 } else { 0 };
         let result = self
-            .client
-            .receive_message()
-            .queue_url(&self.url)
-            .max_number_of_messages(max.clamp(1, MAX_BATCH) as i32)
-            .wait_time_seconds(if long { WAIT_TIME_S } else { 0 })
-            .visibility_timeout(visibility_s as i32)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .attribute_names(QueueAttributeName::All)
-            .message_attribute_names("All")
-            .send()
+            .api
+            .receive(&self.url, max.clamp(1, MAX_BATCH), wait, visibility_s)
             .await;
         self.metrics.sqs_request("ReceiveMessage", result.is_ok());
-        Ok(result?.messages.unwrap_or_default())
+        result
     }
 }
 

@@ -276,7 +276,12 @@ fn iam_policy_names_exactly_the_calls_the_daemon_makes() {
         let text = std::fs::read_to_string(&file).unwrap();
         for (ops, service) in [(&sqs_ops, "sqs"), (&dynamodb_ops, "dynamodb")] {
             for op in ops.iter() {
-                if text.contains(&format!(".{op}()")) {
+                // An SDK call, or one made directly in the JSON protocol
+                // (`X-Amz-Target: AmazonSQS.<Operation>`).
+                let sdk_call = text.contains(&format!(".{op}()"));
+                let direct =
+                    service == "sqs" && text.contains(&format!("\"AmazonSQS.{}\"", pascal(op)));
+                if sdk_call || direct {
                     // SQS authorizes a batch call with its single action.
                     let action = pascal(op);
                     let action = match service {

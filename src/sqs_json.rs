@@ -1,0 +1,744 @@
+//! The three SQS calls on the daemon's hot path (ReceiveMessage,
+//! DeleteMessageBatch and ChangeMessageVisibilityBatch), spoken directly in
+//! SQS's JSON protocol (AWS JSON 1.0).
+//!
+//! The SDK's request pipeline (interceptors, endpoint resolution, identity
+//! resolution, serializers and deserializers) cost more daemon CPU than
+//! delivering the messages did. Here each call is one serde
+//! serialization, one SigV4 signature with cached credentials, one HTTP
+//! exchange and one parse. Everything else (checking the queue at
+//! startup, periodic tasks) still goes through the SDK, whose resolved
+//! endpoint this client reuses (see [`EndpointProbe`]) so both always talk
+//! to the same place.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
+use http::{Method, Uri};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+
+use crate::http1::{error_chain, Failure, Pool};
+use crate::message::Incoming;
+use crate::sqs::{is_transient_code, SqsError};
+
+/// Long polls take up to 20 s; a call far past that is a hung connection.
+const RECEIVE_TIMEOUT: Duration = Duration::from_secs(35);
+/// Batch calls answer at once.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(15);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Credentials are renewed this long before they expire, as the SDK does.
+const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
+
+const JSON_1_0: HeaderValue = HeaderValue::from_static("application/x-amz-json-1.0");
+const OUR_AGENT: &str = concat!("sqsd/", env!("CARGO_PKG_VERSION"));
+
+/// An SQS operation this client calls; the value is its `X-Amz-Target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Receive,
+    DeleteBatch,
+    VisibilityBatch,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Receive => "ReceiveMessage",
+            Action::DeleteBatch => "DeleteMessageBatch",
+            Action::VisibilityBatch => "ChangeMessageVisibilityBatch",
+        }
+    }
+
+    fn target(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Action::Receive => "AmazonSQS.ReceiveMessage",
+            Action::DeleteBatch => "AmazonSQS.DeleteMessageBatch",
+            Action::VisibilityBatch => "AmazonSQS.ChangeMessageVisibilityBatch",
+        })
+    }
+}
+
+/// How requests reach the endpoint.
+enum Transport {
+    /// `http://`: hyper's HTTP/1.1 connections directly.
+    Plain(Pool),
+    /// `https://` (real SQS): reqwest with rustls.
+    Tls(reqwest::Client),
+}
+
+/// Where and as whom to send; see the module documentation.
+pub struct SqsJson {
+    /// The endpoint's URL, as the SDK resolved it (`https://sqs.REGION.amazonaws.com/`).
+    endpoint: String,
+    /// Its path, for the plain transport.
+    path: Uri,
+    transport: Transport,
+    credentials: CredentialCache,
+    region: String,
+}
+
+impl SqsJson {
+    /// `connections` bounds the idle connections kept open.
+    pub fn new(
+        endpoint: &str,
+        region: &str,
+        credentials: Option<SharedCredentialsProvider>,
+        connections: usize,
+    ) -> Result<SqsJson, String> {
+        let parsed = reqwest::Url::parse(endpoint)
+            .map_err(|e| format!("SQS endpoint {endpoint:?} is not a URL: {e}"))?;
+        let path = Uri::try_from(parsed.path())
+            .map_err(|e| format!("SQS endpoint {endpoint:?} has a bad path: {e}"))?;
+        let transport = match Pool::for_url(endpoint, connections, CONNECT_TIMEOUT, false) {
+            Some(pool) => Transport::Plain(pool),
+            None if parsed.scheme() == "https" => Transport::Tls(
+                reqwest::Client::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .pool_max_idle_per_host(connections)
+                    .pool_idle_timeout(Duration::from_secs(50))
+                    .redirect(reqwest::redirect::Policy::none())
+                    // The SDK's own client ignores proxy variables; so does this.
+                    .no_proxy()
+                    .tcp_nodelay(true)
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTPS client: {}", error_chain(&e)))?,
+            ),
+            None => {
+                return Err(format!(
+                    "SQS endpoint {endpoint:?} is neither http nor https"
+                ))
+            }
+        };
+        Ok(SqsJson {
+            endpoint: parsed.to_string(),
+            path,
+            transport,
+            credentials: CredentialCache::new(credentials),
+            region: region.to_string(),
+        })
+    }
+
+    /// One receive of up to `max` messages with every attribute.
+    pub async fn receive(
+        &self,
+        queue_url: &str,
+        max: usize,
+        wait_s: u32,
+        visibility_s: u32,
+    ) -> Result<Vec<Incoming>, SqsError> {
+        let input = ReceiveInput {
+            queue_url,
+            max_number_of_messages: max,
+            wait_time_seconds: wait_s,
+            visibility_timeout: visibility_s,
+            attribute_names: ALL,
+            message_system_attribute_names: ALL,
+            message_attribute_names: ALL,
+        };
+        let body = self.call(Action::Receive, &input, RECEIVE_TIMEOUT).await?;
+        let output: ReceiveOutput = parse(&body)?;
+        Ok(output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(Incoming::from)
+            .collect())
+    }
+
+    /// Deletes a batch of messages; `entries` are `(id, receipt handle)`.
+    pub async fn delete_batch(
+        &self,
+        queue_url: &str,
+        entries: &[BatchEntry<'_>],
+    ) -> Result<Vec<BatchFailure>, SqsError> {
+        self.batch(Action::DeleteBatch, queue_url, entries).await
+    }
+
+    /// Changes the visibility timeout of a batch of messages.
+    pub async fn visibility_batch(
+        &self,
+        queue_url: &str,
+        entries: &[BatchEntry<'_>],
+    ) -> Result<Vec<BatchFailure>, SqsError> {
+        self.batch(Action::VisibilityBatch, queue_url, entries)
+            .await
+    }
+
+    async fn batch(
+        &self,
+        action: Action,
+        queue_url: &str,
+        entries: &[BatchEntry<'_>],
+    ) -> Result<Vec<BatchFailure>, SqsError> {
+        let input = BatchInput { queue_url, entries };
+        let body = self.call(action, &input, BATCH_TIMEOUT).await?;
+        let output: BatchOutput = parse(&body)?;
+        Ok(output.failed.unwrap_or_default())
+    }
+
+    /// Serializes, signs and sends one call; the body of a 200 answer.
+    async fn call(
+        &self,
+        action: Action,
+        input: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<Bytes, SqsError> {
+        let body = serde_json::to_vec(input).map_err(|e| SqsError {
+            message: format!("cannot encode {}: {e}", action.name()),
+            permanent: true,
+        })?;
+        let credentials = self.credentials.get().await?;
+        let signed = self.signed_headers(action, &credentials, &body)?;
+        let exchange = async {
+            match &self.transport {
+                Transport::Plain(pool) => {
+                    let mut request = http::Request::new(Full::new(Bytes::from(body)));
+                    *request.method_mut() = Method::POST;
+                    *request.uri_mut() = self.path.clone();
+                    *request.headers_mut() = signed;
+                    pool.send(request)
+                        .await
+                        .map(|(head, body)| (head.status, head.headers, body))
+                }
+                Transport::Tls(client) => {
+                    let response = client
+                        .post(&self.endpoint)
+                        .headers(signed)
+                        .body(body)
+                        .send()
+                        .await
+                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let (status, headers) = (response.status(), response.headers().clone());
+                    let body = response
+                        .bytes()
+                        .await
+                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    Ok((status, headers, body))
+                }
+            }
+        };
+        let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(transient(format!("{} failed: {e}", action.name()))),
+            Err(_) => {
+                return Err(transient(format!(
+                    "{} got no answer within {timeout:?}",
+                    action.name()
+                )))
+            }
+        };
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(service_error(status.as_u16(), &headers, &body))
+        }
+    }
+
+    /// The request's headers, with the SigV4 signature added.
+    fn signed_headers(
+        &self,
+        action: Action,
+        credentials: &Credentials,
+        body: &[u8],
+    ) -> Result<http::HeaderMap, SqsError> {
+        let mut headers = http::HeaderMap::with_capacity(8);
+        headers.insert(CONTENT_TYPE, JSON_1_0);
+        headers.insert(HeaderName::from_static("x-amz-target"), action.target());
+        headers.insert(USER_AGENT, HeaderValue::from_static(OUR_AGENT));
+        let identity: Identity = credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.region)
+            .name("sqs")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            self.endpoint.as_str(),
+            headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?
+            .into_parts();
+        let (added, _) = instructions.into_parts();
+        for header in added {
+            let value = HeaderValue::from_str(header.value())
+                .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?;
+            let name = HeaderName::from_static(header.name());
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+fn transient(message: String) -> SqsError {
+    SqsError {
+        message,
+        permanent: false,
+    }
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SqsError> {
+    serde_json::from_slice(body).map_err(|e| transient(format!("unreadable answer from SQS: {e}")))
+}
+
+/// An error answer, classified as the SDK classifies it: the code comes from
+/// `x-amzn-query-error` (SQS's query-compatible code) or the body's `__type`;
+/// throttling and server faults are worth retrying, the rest are not.
+pub fn service_error(status: u16, headers: &http::HeaderMap, body: &[u8]) -> SqsError {
+    #[derive(Deserialize, Default)]
+    struct ErrorBody {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+        #[serde(alias = "Message")]
+        message: Option<String>,
+    }
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let from_header = headers
+        .get("x-amzn-query-error")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .filter(|c| !c.is_empty());
+    let from_type = parsed.kind.as_deref().map(|t| {
+        let t = t.rsplit('#').next().unwrap_or(t);
+        t.split(':').next().unwrap_or(t)
+    });
+    let code = from_header.or(from_type);
+    let message = match (code, &parsed.message) {
+        (Some(code), Some(m)) => format!("{code}: {m}"),
+        (Some(code), None) => format!("{code}: no message"),
+        (None, _) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            format!("SQS answered HTTP {status}: {}", text.trim())
+        }
+    };
+    let retry = status >= 500 || status == 429 || code.is_some_and(is_transient_code);
+    SqsError {
+        message,
+        permanent: !retry,
+    }
+}
+
+/// Credentials from the provider, kept until shortly before they expire:
+/// the provider itself (the default chain) may call IMDS or STS each time.
+struct CredentialCache {
+    /// `None` when the AWS chain found no way to get credentials.
+    provider: Option<SharedCredentialsProvider>,
+    current: RwLock<Option<Credentials>>,
+    /// One refresh at a time; others wait for its result.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl CredentialCache {
+    fn new(provider: Option<SharedCredentialsProvider>) -> CredentialCache {
+        CredentialCache {
+            provider,
+            current: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self, now: SystemTime) -> Option<Credentials> {
+        let current = self.current.read().ok()?;
+        let c = current.as_ref()?;
+        match c.expiry() {
+            Some(expiry) if expiry < now + CREDENTIALS_MARGIN => None,
+            _ => Some(c.clone()),
+        }
+    }
+
+    async fn get(&self) -> Result<Credentials, SqsError> {
+        if let Some(c) = self.fresh(SystemTime::now()) {
+            return Ok(c);
+        }
+        let _one = self.refreshing.lock().await;
+        if let Some(c) = self.fresh(SystemTime::now()) {
+            return Ok(c);
+        }
+        let Some(provider) = &self.provider else {
+            return Err(transient(
+                "no AWS credentials: configure them (environment, profile, instance or task role)"
+                    .into(),
+            ));
+        };
+        match provider.provide_credentials().await {
+            Ok(c) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = Some(c.clone());
+                }
+                Ok(c)
+            }
+            Err(e) => {
+                // Credentials about to expire still sign until they do.
+                let still_valid = self.current.read().ok().and_then(|c| {
+                    c.as_ref()
+                        .filter(|c| c.expiry().map_or(true, |x| x > SystemTime::now()))
+                        .cloned()
+                });
+                still_valid.ok_or_else(|| {
+                    transient(format!("cannot get AWS credentials: {}", error_chain(&e)))
+                })
+            }
+        }
+    }
+}
+
+const ALL: &[&str] = &["All"];
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceiveInput<'a> {
+    queue_url: &'a str,
+    max_number_of_messages: usize,
+    wait_time_seconds: u32,
+    visibility_timeout: u32,
+    /// Older servers know only this name for the system attributes.
+    attribute_names: &'a [&'a str],
+    message_system_attribute_names: &'a [&'a str],
+    message_attribute_names: &'a [&'a str],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ReceiveOutput {
+    messages: Option<Vec<WireMessage>>,
+}
+
+/// A received message as SQS sends it.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireMessage {
+    pub message_id: Option<String>,
+    pub receipt_handle: Option<String>,
+    pub body: Option<String>,
+    pub attributes: Option<SystemAttributes>,
+    pub message_attributes: Option<std::collections::HashMap<String, WireAttribute>>,
+}
+
+/// The system attributes the daemon uses; others are ignored.
+#[derive(Deserialize, Default)]
+pub struct SystemAttributes {
+    #[serde(rename = "SentTimestamp")]
+    pub sent_timestamp: Option<String>,
+    #[serde(rename = "ApproximateFirstReceiveTimestamp")]
+    pub first_receive_timestamp: Option<String>,
+    #[serde(rename = "ApproximateReceiveCount")]
+    pub receive_count: Option<String>,
+    #[serde(rename = "SenderId")]
+    pub sender_id: Option<String>,
+    #[serde(rename = "AWSTraceHeader")]
+    pub trace_header: Option<String>,
+    #[serde(rename = "MessageGroupId")]
+    pub group_id: Option<String>,
+}
+
+/// A message attribute; binary values are not passed on, so not read.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct WireAttribute {
+    pub data_type: String,
+    pub string_value: Option<String>,
+}
+
+/// One entry of a delete or visibility batch.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchEntry<'a> {
+    pub id: String,
+    pub receipt_handle: &'a str,
+    /// Visibility batches only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility_timeout: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchInput<'a> {
+    queue_url: &'a str,
+    entries: &'a [BatchEntry<'a>],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchOutput {
+    failed: Option<Vec<BatchFailure>>,
+}
+
+/// An entry of a batch that SQS refused.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct BatchFailure {
+    pub id: String,
+    #[serde(default)]
+    pub sender_fault: bool,
+    #[serde(default)]
+    pub code: String,
+    pub message: Option<String>,
+}
+
+/// The endpoint the SDK sends to, read from its first request, so that the
+/// hot-path calls go exactly where the SDK's resolution (options,
+/// `AWS_ENDPOINT_URL_SQS`, profile, region, FIPS, dual-stack) points.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointProbe {
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl EndpointProbe {
+    /// The endpoint of the last request seen, without its query.
+    pub fn endpoint(&self) -> Option<String> {
+        self.seen.lock().ok()?.clone()
+    }
+}
+
+impl aws_sdk_sqs::config::Intercept for EndpointProbe {
+    fn name(&self) -> &'static str {
+        "sqsd-endpoint-probe"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_sqs::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_sdk_sqs::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_sqs::config::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let uri = context.request().uri();
+        let endpoint = uri.split('?').next().unwrap_or(uri).to_string();
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Some(endpoint);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn error_code_prefers_the_query_compatible_header() {
+        let body = br#"{"__type":"com.amazonaws.sqs#QueueDoesNotExist","message":"gone"}"#;
+        let h = headers(&[(
+            "x-amzn-query-error",
+            "AWS.SimpleQueueService.NonExistentQueue;Sender",
+        )]);
+        let e = service_error(400, &h, body);
+        assert_eq!(e.message, "AWS.SimpleQueueService.NonExistentQueue: gone");
+        assert!(e.permanent);
+        let e = service_error(400, &http::HeaderMap::new(), body);
+        assert_eq!(e.message, "QueueDoesNotExist: gone");
+        assert!(e.permanent);
+    }
+
+    #[test]
+    fn throttling_and_server_faults_are_retried() {
+        let throttled = br#"{"__type":"com.amazonaws.sqs#RequestThrottled","Message":"slow down"}"#;
+        let e = service_error(400, &http::HeaderMap::new(), throttled);
+        assert_eq!(e.message, "RequestThrottled: slow down");
+        assert!(!e.permanent);
+        let e = service_error(
+            400,
+            &http::HeaderMap::new(),
+            br#"{"__type":"ThrottlingException:http://internal.amazon.com/"}"#,
+        );
+        assert_eq!(e.message, "ThrottlingException: no message");
+        assert!(!e.permanent);
+        let e = service_error(
+            503,
+            &http::HeaderMap::new(),
+            b"<html>Service Unavailable</html>",
+        );
+        assert_eq!(
+            e.message,
+            "SQS answered HTTP 503: <html>Service Unavailable</html>"
+        );
+        assert!(!e.permanent);
+        assert!(!service_error(429, &http::HeaderMap::new(), b"").permanent);
+        assert!(service_error(403, &http::HeaderMap::new(), b"denied").permanent);
+    }
+
+    #[test]
+    fn receive_request_asks_for_every_attribute() {
+        let input = ReceiveInput {
+            queue_url: "http://q/1/a",
+            max_number_of_messages: 10,
+            wait_time_seconds: 20,
+            visibility_timeout: 30,
+            attribute_names: ALL,
+            message_system_attribute_names: ALL,
+            message_attribute_names: ALL,
+        };
+        let json: serde_json::Value = serde_json::to_value(&input).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "QueueUrl": "http://q/1/a", "MaxNumberOfMessages": 10,
+                "WaitTimeSeconds": 20, "VisibilityTimeout": 30,
+                "AttributeNames": ["All"], "MessageSystemAttributeNames": ["All"],
+                "MessageAttributeNames": ["All"]
+            })
+        );
+    }
+
+    #[test]
+    fn batch_entries_carry_visibility_only_when_changing_it() {
+        let entries = [
+            BatchEntry {
+                id: "0".into(),
+                receipt_handle: "r0",
+                visibility_timeout: None,
+            },
+            BatchEntry {
+                id: "1".into(),
+                receipt_handle: "r1",
+                visibility_timeout: Some(0),
+            },
+        ];
+        let json = serde_json::to_value(BatchInput {
+            queue_url: "u",
+            entries: &entries,
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"QueueUrl": "u", "Entries": [
+                {"Id": "0", "ReceiptHandle": "r0"},
+                {"Id": "1", "ReceiptHandle": "r1", "VisibilityTimeout": 0}
+            ]})
+        );
+        let out: BatchOutput = serde_json::from_str(
+            r#"{"Successful":[{"Id":"0"}],"Failed":[{"Id":"1","SenderFault":true,"Code":"ReceiptHandleIsInvalid","Message":"bad"}]}"#,
+        )
+        .unwrap();
+        let failed = out.failed.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            (
+                failed[0].id.as_str(),
+                failed[0].sender_fault,
+                failed[0].code.as_str()
+            ),
+            ("1", true, "ReceiptHandleIsInvalid")
+        );
+    }
+
+    #[test]
+    fn received_messages_keep_what_the_daemon_uses() {
+        let body = r#"{"Messages":[{"MessageId":"m1","ReceiptHandle":"rh","MD5OfBody":"x",
+            "Body":"{\"a\":\"\u00e9\\n\"}",
+            "Attributes":{"SentTimestamp":"1573692420123","ApproximateReceiveCount":"2",
+              "ApproximateFirstReceiveTimestamp":"1573692421999","SenderId":"AID",
+              "AWSTraceHeader":"Root=1-a","MessageGroupId":"g","SequenceNumber":"9"},
+            "MessageAttributes":{"b":{"DataType":"String","StringValue":"x"},
+              "a":{"DataType":"Number.int","StringValue":"7"},
+              "bin":{"DataType":"Binary","BinaryValue":"AAE="}}}]}"#;
+        let out: ReceiveOutput = serde_json::from_str(body).unwrap();
+        let m = Incoming::from(out.messages.unwrap().pop().unwrap());
+        assert_eq!(m.id, "m1");
+        assert_eq!(m.receipt_handle, "rh");
+        assert_eq!(m.body, "{\"a\":\"\u{e9}\\n\"}");
+        assert_eq!(m.sent_at_ms, Some(1_573_692_420_123));
+        assert_eq!(m.first_received_at_ms, Some(1_573_692_421_999));
+        assert_eq!(m.receive_count, Some(2));
+        assert_eq!(m.sender_id.as_deref(), Some("AID"));
+        assert_eq!(m.trace_header.as_deref(), Some("Root=1-a"));
+        assert_eq!(m.group_id.as_deref(), Some("g"));
+        assert_eq!(
+            m.attributes,
+            vec![("a".into(), "7".into()), ("b".into(), "x".into())]
+        );
+        let empty: ReceiveOutput = serde_json::from_str("{}").unwrap();
+        assert!(empty.messages.is_none());
+    }
+
+    #[derive(Debug)]
+    struct Counting {
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+        lifetime: Duration,
+    }
+
+    impl ProvideCredentials for Counting {
+        fn provide_credentials<'a>(
+            &'a self,
+        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let expiry = SystemTime::now() + self.lifetime;
+            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("AK{n}"),
+                "secret",
+                None,
+                Some(expiry),
+                "test",
+            )))
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_are_reused_until_close_to_expiry() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let long = CredentialCache::new(Some(SharedCredentialsProvider::new(Counting {
+            calls: calls.clone(),
+            lifetime: Duration::from_secs(3600),
+        })));
+        for _ in 0..5 {
+            assert_eq!(long.get().await.unwrap().access_key_id(), "AK0");
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let short = CredentialCache::new(Some(SharedCredentialsProvider::new(Counting {
+            calls: calls.clone(),
+            lifetime: Duration::from_secs(60),
+        })));
+        assert_eq!(short.get().await.unwrap().access_key_id(), "AK0");
+        assert_eq!(short.get().await.unwrap().access_key_id(), "AK1");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn signature_covers_target_and_date() {
+        let client = SqsJson::new("http://127.0.0.1:9324/", "eu-west-1", None, 4).unwrap();
+        let creds = Credentials::new("AKID", "secret", Some("tok".into()), None, "t");
+        let h = client
+            .signed_headers(Action::Receive, &creds, b"{}")
+            .unwrap();
+        let auth = h["authorization"].to_str().unwrap();
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKID/"),
+            "{auth}"
+        );
+        assert!(auth.contains("/eu-west-1/sqs/aws4_request"), "{auth}");
+        assert!(
+            auth.contains("content-type;host;x-amz-date;x-amz-security-token;x-amz-target"),
+            "{auth}"
+        );
+        assert_eq!(h["x-amz-security-token"], "tok");
+        assert_eq!(h["x-amz-target"], "AmazonSQS.ReceiveMessage");
+        assert!(h.contains_key("x-amz-date"));
+    }
+}
