@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app_client;
+pub mod aws_error;
 pub mod cli;
 pub mod config;
 pub mod cron;

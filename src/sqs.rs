@@ -15,11 +15,10 @@ use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_sqs::config::http::HttpResponse;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
+pub use crate::aws_error::SqsError;
 use crate::config::Config;
 use crate::message::Incoming;
 use crate::metrics::Metrics;
@@ -36,54 +35,6 @@ pub const MAX_BATCH: usize = 10;
 pub enum QueueError {
     #[error("queue {url} cannot be used: {reason}")]
     Unusable { url: String, reason: String },
-}
-
-/// An SQS error, classified for retrying.
-#[derive(Debug)]
-pub struct SqsError {
-    pub message: String,
-    /// The server understood the request and refused it for good.
-    pub permanent: bool,
-}
-
-impl std::fmt::Display for SqsError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl<E> From<SdkError<E, HttpResponse>> for SqsError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    fn from(e: SdkError<E, HttpResponse>) -> Self {
-        let permanent = match &e {
-            SdkError::ServiceError(s) => {
-                let code = s.err().code().unwrap_or("");
-                !is_transient_code(code) && s.raw().status().as_u16() < 500
-            }
-            _ => false,
-        };
-        let message = match e.code() {
-            Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-            None => DisplayErrorContext(&e).to_string(),
-        };
-        SqsError { message, permanent }
-    }
-}
-
-pub(crate) fn is_transient_code(code: &str) -> bool {
-    matches!(
-        code,
-        "RequestThrottled"
-            | "ThrottlingException"
-            | "Throttling"
-            | "ServiceUnavailable"
-            | "InternalError"
-            | "InternalFailure"
-            | "KmsThrottled"
-            | "RequestTimeout"
-    )
 }
 
 /// The AWS settings both clients (SQS, and DynamoDB for periodic tasks)

@@ -25,9 +25,9 @@ use http::{Method, Uri};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
+use crate::aws_error::{Classify, Sqs, SqsError};
 use crate::http1::{error_chain, Failure, Pool};
 use crate::message::Incoming;
-use crate::sqs::{is_transient_code, SqsError};
 
 /// Long polls take up to 20 s; a call far past that is a hung connection.
 const RECEIVE_TIMEOUT: Duration = Duration::from_secs(35);
@@ -191,10 +191,8 @@ impl SqsJson {
         input: &impl Serialize,
         timeout: Duration,
     ) -> Result<Bytes, SqsError> {
-        let body = serde_json::to_vec(input).map_err(|e| SqsError {
-            message: format!("cannot encode {}: {e}", action.name()),
-            permanent: true,
-        })?;
+        let body = serde_json::to_vec(input)
+            .map_err(|e| SqsError::new(format!("cannot encode {}: {e}", action.name()), true))?;
         let credentials = self.credentials.get().await?;
         let signed = self.signed_headers(action, &credentials, &body)?;
         let exchange = async {
@@ -287,10 +285,7 @@ impl SqsJson {
 }
 
 fn transient(message: String) -> SqsError {
-    SqsError {
-        message,
-        permanent: false,
-    }
+    SqsError::transient(message)
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SqsError> {
@@ -327,11 +322,7 @@ pub fn service_error(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Sqs
             format!("SQS answered HTTP {status}: {}", text.trim())
         }
     };
-    let retry = status >= 500 || status == 429 || code.is_some_and(is_transient_code);
-    SqsError {
-        message,
-        permanent: !retry,
-    }
+    SqsError::new(message, Sqs::permanent(code, status))
 }
 
 /// Credentials from the provider, kept until shortly before they expire:

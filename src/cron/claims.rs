@@ -17,16 +17,18 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 
 use super::schedule::eb_time;
+pub use crate::aws_error::DbError;
 use crate::policy::Backoff;
 
 /// How long a claim stays exclusive without being renewed.
@@ -58,53 +60,15 @@ pub enum TableError {
     Unusable { table: String, reason: String },
 }
 
-/// A failed DynamoDB call.
-#[derive(Debug)]
-pub struct DbError {
-    pub message: String,
-    /// Retrying will not help (missing table, access denied, bad request).
-    pub permanent: bool,
-}
-
-impl std::fmt::Display for DbError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl<E, R> From<SdkError<E, R>> for DbError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    fn from(e: SdkError<E, R>) -> Self {
-        let permanent = matches!(
-            e.code(),
-            Some(
-                "ResourceNotFoundException"
-                    | "AccessDeniedException"
-                    | "ValidationException"
-                    | "UnrecognizedClientException"
-            )
-        );
-        let message = match e.code() {
-            Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
-            None => DisplayErrorContext(&e).to_string(),
-        };
-        DbError { message, permanent }
-    }
-}
-
 /// Whether a write failed only because its condition did not hold.
 fn lost_condition<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
     e.code() == Some("ConditionalCheckFailedException")
 }
 
 /// A conditional write's result: `Ok(false)` when the condition did not hold.
-fn won<T, E, R>(result: Result<T, SdkError<E, R>>) -> Result<bool, DbError>
+fn won<T, E>(result: Result<T, SdkError<E, HttpResponse>>) -> Result<bool, DbError>
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     match result {
         Ok(_) => Ok(true),
@@ -115,10 +79,7 @@ where
 
 /// A request shape the SDK refused to build (a bug, not a DynamoDB answer).
 fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, DbError> {
-    result.map_err(|e| DbError {
-        message: e.to_string(),
-        permanent: true,
-    })
+    result.map_err(|e| DbError::new(e.to_string(), true))
 }
 
 /// What the table says about one tick.
@@ -432,10 +393,10 @@ impl Claims {
             .await;
         match updated {
             Ok(_) => Ok(()),
-            Err(e) if lost_condition(&e) => Err(DbError {
-                message: "the claim was taken over before it was marked sent".into(),
-                permanent: true,
-            }),
+            Err(e) if lost_condition(&e) => Err(DbError::new(
+                "the claim was taken over before it was marked sent",
+                true,
+            )),
             Err(e) => Err(e.into()),
         }
     }
