@@ -17,6 +17,8 @@ pub trait Classify {
 /// A failed call to the service `S`.
 pub struct AwsError<S> {
     pub message: String,
+    /// The service's error code, when it answered with one.
+    pub code: Option<String>,
     /// The server understood the request and refused it for good.
     pub permanent: bool,
     service: PhantomData<S>,
@@ -26,6 +28,7 @@ impl<S> AwsError<S> {
     pub fn new(message: impl Into<String>, permanent: bool) -> Self {
         AwsError {
             message: message.into(),
+            code: None,
             permanent,
             service: PhantomData,
         }
@@ -41,6 +44,7 @@ impl<S> std::fmt::Debug for AwsError<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AwsError")
             .field("message", &self.message)
+            .field("code", &self.code)
             .field("permanent", &self.permanent)
             .finish()
     }
@@ -68,7 +72,27 @@ where
             Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
             None => DisplayErrorContext(&e).to_string(),
         };
-        Self::new(message, permanent)
+        let mut error = Self::new(message, permanent);
+        error.code = e.code().map(str::to_string);
+        error
+    }
+}
+
+impl<S> AwsError<S> {
+    /// Whether AWS may have refused the request only because this machine's
+    /// clock is off (it then refuses the signature as if it were wrong).
+    pub fn may_be_clock_skew(&self) -> bool {
+        matches!(
+            self.code.as_deref(),
+            Some(
+                "SignatureDoesNotMatch"
+                    | "InvalidSignatureException"
+                    | "RequestTimeTooSkewed"
+                    | "RequestExpired"
+                    | "RequestInTheFuture"
+                    | "AuthFailure"
+            )
+        )
     }
 }
 
@@ -88,6 +112,11 @@ impl Classify for Sqs {
                     | "InternalFailure"
                     | "KmsThrottled"
                     | "RequestTimeout"
+                    // A clock off from AWS's: the next try is signed with
+                    // AWS's time.
+                    | "RequestTimeTooSkewed"
+                    | "RequestExpired"
+                    | "RequestInTheFuture"
             )
         );
         !(transient_code || status >= 500 || status == 429)

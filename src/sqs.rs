@@ -186,6 +186,7 @@ pub async fn check_queue(
 ) -> Result<(HashMap<QueueAttributeName, String>, String), QueueError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let probe = EndpointProbe::default();
+    let mut retried_for_clock = false;
     loop {
         let result = client
             .get_queue_attributes()
@@ -206,6 +207,15 @@ pub async fn check_queue(
             }
             Err(e) => {
                 let e = SqsError::from(e);
+                // The SDK learns the endpoint's clock from a refusal and signs
+                // the next request with it: one more try tells a clock that
+                // was off from credentials that are wrong.
+                if e.permanent && e.may_be_clock_skew() && !retried_for_clock {
+                    retried_for_clock = true;
+                    tracing::warn!(queue = %url, error = %e,
+                        "SQS refused the signature; trying once more in case this machine's clock is off");
+                    continue;
+                }
                 if e.permanent {
                     return Err(QueueError::Unusable {
                         url: url.to_string(),

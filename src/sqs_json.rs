@@ -11,6 +11,7 @@
 //! endpoint this client reuses (see [`EndpointProbe`]) so both always talk
 //! to the same place.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,7 @@ use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettin
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, DATE, USER_AGENT};
 use http::{Method, Uri};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Credentials are renewed this long before they expire, as the SDK does.
 const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
+/// A clock this far off the endpoint's is corrected when signing (AWS refuses
+/// signatures more than 5 minutes off); as the SDK does.
+const SKEW_THRESHOLD_S: i64 = 4 * 60;
 
 const JSON_1_0: HeaderValue = HeaderValue::from_static("application/x-amz-json-1.0");
 const OUR_AGENT: &str = concat!("sqsd/", env!("CARGO_PKG_VERSION"));
@@ -83,6 +87,9 @@ pub struct SqsJson {
     transport: Transport,
     credentials: CredentialCache,
     region: String,
+    /// Seconds the endpoint's clock is ahead of ours, when that is enough to
+    /// spoil signatures; measured from the `Date` of every answer.
+    skew_s: AtomicI64,
 }
 
 impl SqsJson {
@@ -123,6 +130,7 @@ impl SqsJson {
             transport,
             credentials: CredentialCache::new(credentials),
             region: region.to_string(),
+            skew_s: AtomicI64::new(0),
         })
     }
 
@@ -233,11 +241,35 @@ impl SqsJson {
                 )))
             }
         };
+        let skew_changed = self.note_clock(&headers);
         if status.is_success() {
-            Ok(body)
-        } else {
-            Err(service_error(status.as_u16(), &headers, &body))
+            return Ok(body);
         }
+        let mut error = service_error(status.as_u16(), &headers, &body);
+        // AWS refuses a signature from a clock too far off as if it were
+        // wrong (SignatureDoesNotMatch, "Signature expired"); once the clock
+        // is corrected, the same request goes through.
+        error.permanent &= !skew_changed;
+        Err(error)
+    }
+
+    /// Learns the endpoint's clock from an answer's `Date`; whether the
+    /// correction changed.
+    fn note_clock(&self, headers: &http::HeaderMap) -> bool {
+        let Some(date) = headers.get(DATE).and_then(|d| d.to_str().ok()) else {
+            return false;
+        };
+        let Some(skew) = clock_skew(date, SystemTime::now()) else {
+            return false;
+        };
+        let before = self.skew_s.swap(skew, Ordering::Relaxed);
+        if skew != before && skew != 0 {
+            tracing::warn!(
+                skew_s = skew,
+                "this machine's clock is off from SQS's; signing with SQS's time"
+            );
+        }
+        skew != before
     }
 
     /// The request's headers, with the SigV4 signature added.
@@ -256,7 +288,10 @@ impl SqsJson {
             .identity(&identity)
             .region(&self.region)
             .name("sqs")
-            .time(SystemTime::now())
+            .time(shifted(
+                SystemTime::now(),
+                self.skew_s.load(Ordering::Relaxed),
+            ))
             .settings(SigningSettings::default())
             .build()
             .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?
@@ -281,6 +316,30 @@ impl SqsJson {
             headers.insert(name, value);
         }
         Ok(headers)
+    }
+}
+
+/// How far ahead of `now` the clock that wrote the HTTP `date` is, in
+/// seconds; 0 when the difference is too small to matter.
+fn clock_skew(date: &str, now: SystemTime) -> Option<i64> {
+    let theirs = httpdate::parse_http_date(date).ok()?;
+    let skew = match theirs.duration_since(now) {
+        Ok(ahead) => ahead.as_secs() as i64,
+        Err(behind) => -(behind.duration().as_secs() as i64),
+    };
+    Some(if skew.abs() >= SKEW_THRESHOLD_S {
+        skew
+    } else {
+        0
+    })
+}
+
+fn shifted(t: SystemTime, skew_s: i64) -> SystemTime {
+    let by = Duration::from_secs(skew_s.unsigned_abs());
+    if skew_s >= 0 {
+        t + by
+    } else {
+        t - by
     }
 }
 
@@ -322,7 +381,9 @@ pub fn service_error(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Sqs
             format!("SQS answered HTTP {status}: {}", text.trim())
         }
     };
-    SqsError::new(message, Sqs::permanent(code, status))
+    let mut error = SqsError::new(message, Sqs::permanent(code, status));
+    error.code = code.map(str::to_string);
+    error
 }
 
 /// Credentials from the provider, kept until shortly before they expire:
@@ -709,6 +770,19 @@ mod tests {
         assert_eq!(short.get().await.unwrap().access_key_id(), "AK0");
         assert_eq!(short.get().await.unwrap().access_key_id(), "AK1");
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn clock_skew_counts_only_when_it_would_spoil_signatures() {
+        let now = httpdate::parse_http_date("Sun, 22 Nov 2026 08:00:00 GMT").unwrap();
+        let skew = |d: &str| clock_skew(d, now);
+        assert_eq!(skew("Sun, 22 Nov 2026 08:00:59 GMT"), Some(0));
+        assert_eq!(skew("Sun, 22 Nov 2026 07:56:01 GMT"), Some(0));
+        assert_eq!(skew("Sun, 22 Nov 2026 08:10:00 GMT"), Some(600));
+        assert_eq!(skew("Sun, 22 Nov 2026 07:00:00 GMT"), Some(-3600));
+        assert_eq!(skew("yesterday"), None);
+        assert_eq!(shifted(now, -3600), now - Duration::from_secs(3600));
+        assert_eq!(shifted(now, 600), now + Duration::from_secs(600));
     }
 
     #[test]

@@ -24,7 +24,8 @@ struct CheckProxy {
 }
 
 impl CheckProxy {
-    fn start() -> CheckProxy {
+    /// `skew_s`: how far the proxy's clock runs ahead of this machine's.
+    fn start(skew_s: i64) -> CheckProxy {
         let dir = std::env::var("SQSD_TEST_TOOLS")
             .expect("SQSD_TEST_TOOLS is not set: run the suite with scripts/test.sh");
         let script = concat!(
@@ -33,6 +34,7 @@ impl CheckProxy {
         );
         let mut child = Command::new(format!("{dir}/python"))
             .args([script, &endpoint(), KEY, SECRET, TOKEN, "us-east-1"])
+            .arg(skew_s.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -83,7 +85,7 @@ fn signed_command(args: &[String], secret: &str) -> Command {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_the_daemon_signs_verifies_independently() {
-    let proxy = CheckProxy::start();
+    let proxy = CheckProxy::start(0);
     let queue = TestQueue::new("sig").await;
     // The first delivery of "retry me" fails, so a visibility batch goes out.
     let app = App::start(|r| {
@@ -134,7 +136,7 @@ async fn every_request_the_daemon_signs_verifies_independently() {
 async fn a_wrong_secret_is_caught_by_the_checker() {
     // The control: a signature made with another secret must fail the check,
     // and the daemon must stop on the refusal as it would on AWS's.
-    let proxy = CheckProxy::start();
+    let proxy = CheckProxy::start(0);
     let queue = TestQueue::new("sigbad").await;
     let args = [
         "--queue-url",
@@ -169,4 +171,38 @@ async fn a_wrong_secret_is_caught_by_the_checker() {
             .is_some_and(|f| f.contains("signature mismatch")),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_far_off_from_sqs_is_corrected_from_its_answers() {
+    // SQS's clock 15 minutes ahead: every request signed with this machine's
+    // time is refused as expired until the daemon signs with SQS's time.
+    let proxy = CheckProxy::start(15 * 60);
+    let queue = TestQueue::new("skew").await;
+    let app = App::ok().await;
+    queue.send_many(10, |i| format!("m{i}")).await;
+    let mut args = base_args(&queue, &app.url());
+    args.extend(["--endpoint-url".into(), proxy.url()]);
+    let daemon = Daemon::start_with(signed_command(&args, SECRET)).await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.count(), 10);
+
+    let report = proxy.report().await;
+    assert_eq!(report["failures"], serde_json::json!([]), "{report}");
+    // The direct calls were refused at first, then learned SQS's clock.
+    assert!(
+        report["expired"]["AmazonSQS.ReceiveMessage"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{report}"
+    );
+    for target in ["AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessageBatch"] {
+        assert!(
+            report["verified"][target].as_u64().is_some_and(|n| n >= 1),
+            "{target}: {report}"
+        );
+    }
+    daemon
+        .wait_log("clock is off from SQS", Duration::from_secs(5))
+        .await;
 }

@@ -2,16 +2,25 @@
 signature with botocore's signer (an implementation independent of the
 daemon's), then passes the request on.
 
-Usage: sigv4_check_proxy.py UPSTREAM_URL ACCESS_KEY SECRET_KEY SESSION_TOKEN REGION
+Usage: sigv4_check_proxy.py UPSTREAM_URL ACCESS_KEY SECRET_KEY SESSION_TOKEN REGION [SKEW_S]
+
+With SKEW_S, the proxy's clock runs that many seconds ahead of this machine's:
+its answers carry that time in `Date`, and, as AWS does, it refuses a
+signature dated more than 5 minutes off with 403 SignatureDoesNotMatch
+("Signature expired").
 
 Prints "listening PORT" once ready. GET /__report answers with JSON:
-{"verified": {"<X-Amz-Target or Action>": count}, "failures": ["..."]}.
+{"verified": {"<X-Amz-Target or Action>": count}, "failures": ["..."],
+ "expired": {"<X-Amz-Target or Action>": count}}.
 """
 
+import calendar
+import email.utils
 import http.client
 import json
 import sys
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,10 +31,30 @@ from botocore.credentials import Credentials
 UPSTREAM = urllib.parse.urlsplit(sys.argv[1])
 CREDENTIALS = Credentials(sys.argv[2], sys.argv[3], sys.argv[4])
 REGION = sys.argv[5]
+SKEW_S = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 
 lock = threading.Lock()
 verified = {}
 failures = []
+expired = {}
+
+
+def proxy_now():
+    return time.time() + SKEW_S
+
+
+def expiry_problem(amz_date):
+    """AWS's message when the signature's date is too far from its clock."""
+    try:
+        signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return "unreadable X-Amz-Date %r" % amz_date
+    if abs(signed_at - proxy_now()) > 300:
+        return "Signature expired: %s is not within 5 minutes of %s" % (
+            amz_date,
+            time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(proxy_now())),
+        )
+    return None
 
 
 def check(method, path, headers, body):
@@ -68,12 +97,28 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def date_time_string(self, timestamp=None):
+        return email.utils.formatdate(proxy_now(), usegmt=True)
+
+    def refuse(self, message):
+        data = json.dumps(
+            {"__type": "com.amazonaws.sqs#SignatureDoesNotMatch", "message": message}
+        ).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("x-amzn-query-error", "SignatureDoesNotMatch;Sender")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self):
         if self.path != "/__report":
             self.send_error(404)
             return
         with lock:
-            data = json.dumps({"verified": verified, "failures": failures}).encode()
+            data = json.dumps(
+                {"verified": verified, "failures": failures, "expired": expired}
+            ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -86,20 +131,16 @@ class Handler(BaseHTTPRequestHandler):
             urllib.parse.parse_qs(body.decode()).get("Action", ["?"])[0]
         )
         problem = check("POST", self.path, self.headers, body)
+        stale = expiry_problem(self.headers.get("X-Amz-Date", ""))
         with lock:
-            if problem is None:
-                verified[operation] = verified.get(operation, 0) + 1
-            else:
+            if problem is not None:
                 failures.append("%s: %s" % (operation, problem))
-        if problem is not None:
-            data = json.dumps(
-                {"__type": "com.amazonaws.sqs#SignatureDoesNotMatch", "message": problem}
-            ).encode()
-            self.send_response(403)
-            self.send_header("Content-Type", "application/x-amz-json-1.0")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            elif stale is not None:
+                expired[operation] = expired.get(operation, 0) + 1
+            else:
+                verified[operation] = verified.get(operation, 0) + 1
+        if problem is not None or stale is not None:
+            self.refuse(problem or stale)
             return
         upstream = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=60)
         forwarded = {
