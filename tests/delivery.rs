@@ -507,3 +507,34 @@ async fn fifo_worker_queue_keeps_group_order_through_a_failure() {
     }
     assert_eq!(order.iter().filter(|&&x| x == 2).count(), 2, "{order:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_entry_sqs_refuses_is_logged_and_counted() {
+    let queue = TestQueue::new("refused").await;
+    // The application fails the message, but only after the queue has been
+    // purged: the visibility change then names a message that is gone, and
+    // SQS refuses that entry of the batch.
+    let app = App::start(|_| Reply::status(500).after(Duration::from_secs(2))).await;
+    let id = queue.send("purged while in flight").await;
+    let d = Daemon::start(args(&queue, &app, &["--log-format", "json"])).await;
+    app.wait_requests(1, WAIT).await;
+    queue
+        .client
+        .purge_queue()
+        .queue_url(&queue.url)
+        .send()
+        .await
+        .expect("purge");
+    let line = d.wait_log("could not change visibility", WAIT).await;
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    assert_eq!(v["message_id"], serde_json::json!(id), "{line}");
+    assert!(
+        v["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{line}"
+    );
+    let counted = d
+        .metric("sqsd_settle_failures_total{action=\"ChangeMessageVisibilityBatch\"}")
+        .await;
+    assert_eq!(counted, 1.0);
+    assert_eq!(app.count(), 1, "a purged message is not delivered again");
+}
