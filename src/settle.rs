@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::policy::Backoff;
 use crate::sqs::{Queue, SqsError, MAX_BATCH};
-use crate::sqs_json::{BatchEntry, BatchFailure};
+use crate::sqs_json::{self, BatchEntry, BatchFailure};
 
 /// Batch calls in flight at once; more wait, so SQS sees bounded load.
 pub const CONCURRENT_FLUSHES: usize = 16;
@@ -77,11 +77,15 @@ enum Kind {
 }
 
 impl Kind {
-    fn action_name(self) -> &'static str {
+    fn call(self) -> sqs_json::Action {
         match self {
-            Kind::Delete => "DeleteMessageBatch",
-            Kind::Visibility => "ChangeMessageVisibilityBatch",
+            Kind::Delete => sqs_json::Action::DeleteBatch,
+            Kind::Visibility => sqs_json::Action::VisibilityBatch,
         }
+    }
+
+    fn action_name(self) -> &'static str {
+        self.call().name()
     }
 }
 
@@ -282,9 +286,6 @@ async fn send_batch(
             },
         })
         .collect();
-    let failed = match kind {
-        Kind::Delete => queue.api.delete_batch(&queue.url, &batch).await?,
-        Kind::Visibility => queue.api.visibility_batch(&queue.url, &batch).await?,
-    };
+    let failed = queue.api.batch(kind.call(), &queue.url, &batch).await?;
     Ok(failures(failed))
 }

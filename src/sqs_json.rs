@@ -161,26 +161,9 @@ impl SqsJson {
             .collect())
     }
 
-    /// Deletes a batch of messages; `entries` are `(id, receipt handle)`.
-    pub async fn delete_batch(
-        &self,
-        queue_url: &str,
-        entries: &[BatchEntry<'_>],
-    ) -> Result<Vec<BatchFailure>, SqsError> {
-        self.batch(Action::DeleteBatch, queue_url, entries).await
-    }
-
-    /// Changes the visibility timeout of a batch of messages.
-    pub async fn visibility_batch(
-        &self,
-        queue_url: &str,
-        entries: &[BatchEntry<'_>],
-    ) -> Result<Vec<BatchFailure>, SqsError> {
-        self.batch(Action::VisibilityBatch, queue_url, entries)
-            .await
-    }
-
-    async fn batch(
+    /// One DeleteMessageBatch or ChangeMessageVisibilityBatch; the entries
+    /// SQS refused.
+    pub async fn batch(
         &self,
         action: Action,
         queue_url: &str,
@@ -233,9 +216,14 @@ impl SqsJson {
         };
         let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(transient(format!("{} failed: {e}", action.name()))),
+            Ok(Err(e)) => {
+                return Err(SqsError::transient(format!(
+                    "{} failed: {e}",
+                    action.name()
+                )))
+            }
             Err(_) => {
-                return Err(transient(format!(
+                return Err(SqsError::transient(format!(
                     "{} got no answer within {timeout:?}",
                     action.name()
                 )))
@@ -283,6 +271,9 @@ impl SqsJson {
         headers.insert(CONTENT_TYPE, JSON_1_0);
         headers.insert(HeaderName::from_static("x-amz-target"), action.target());
         headers.insert(USER_AGENT, HeaderValue::from_static(OUR_AGENT));
+        let cannot_sign = |e: &dyn std::fmt::Display| {
+            SqsError::transient(format!("cannot sign {}: {e}", action.name()))
+        };
         let identity: Identity = credentials.clone().into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -294,7 +285,7 @@ impl SqsJson {
             ))
             .settings(SigningSettings::default())
             .build()
-            .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?
+            .map_err(|e| cannot_sign(&e))?
             .into();
         let signable = SignableRequest::new(
             "POST",
@@ -304,14 +295,13 @@ impl SqsJson {
                 .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
             SignableBody::Bytes(body),
         )
-        .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?;
+        .map_err(|e| cannot_sign(&e))?;
         let (instructions, _) = sign(signable, &params)
-            .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?
+            .map_err(|e| cannot_sign(&e))?
             .into_parts();
         let (added, _) = instructions.into_parts();
         for header in added {
-            let value = HeaderValue::from_str(header.value())
-                .map_err(|e| transient(format!("cannot sign {}: {e}", action.name())))?;
+            let value = HeaderValue::from_str(header.value()).map_err(|e| cannot_sign(&e))?;
             let name = HeaderName::from_static(header.name());
             headers.insert(name, value);
         }
@@ -343,12 +333,9 @@ fn shifted(t: SystemTime, skew_s: i64) -> SystemTime {
     }
 }
 
-fn transient(message: String) -> SqsError {
-    SqsError::transient(message)
-}
-
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SqsError> {
-    serde_json::from_slice(body).map_err(|e| transient(format!("unreadable answer from SQS: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| SqsError::transient(format!("unreadable answer from SQS: {e}")))
 }
 
 /// An error answer, classified as the SDK classifies it: the code comes from
@@ -423,9 +410,8 @@ impl CredentialCache {
             return Ok(c);
         }
         let Some(provider) = &self.provider else {
-            return Err(transient(
-                "no AWS credentials: configure them (environment, profile, instance or task role)"
-                    .into(),
+            return Err(SqsError::transient(
+                "no AWS credentials: configure them (environment, profile, instance or task role)",
             ));
         };
         match provider.provide_credentials().await {
@@ -443,7 +429,7 @@ impl CredentialCache {
                         .cloned()
                 });
                 still_valid.ok_or_else(|| {
-                    transient(format!("cannot get AWS credentials: {}", error_chain(&e)))
+                    SqsError::transient(format!("cannot get AWS credentials: {}", error_chain(&e)))
                 })
             }
         }
