@@ -220,7 +220,7 @@ impl Daemon {
                 "--http-connections",
                 &connections.to_string(),
                 "--log-level",
-                "warn,sqsd::daemon=info",
+                "warn,sqsd::daemon::run=info",
             ])
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")

@@ -4,26 +4,18 @@
 //! [`daemon::run`], which takes its shutdown trigger as a parameter.
 
 pub mod admin;
-pub mod app_client;
-pub mod aws_error;
+pub mod app;
+pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod cron;
 pub mod daemon;
-pub mod deliver;
-pub mod health;
 pub mod http1;
 pub mod local;
 pub mod logging;
-pub mod message;
-pub mod metrics;
-pub mod policy;
-pub mod poller;
-pub mod settle;
 pub mod signals;
-pub mod sqs;
-pub mod sqs_json;
 pub mod sqs_server;
+pub mod time;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, QueueDecl};
 use crate::daemon::{self, RunError};
-use crate::policy::SystemClock;
 use crate::sqs_server::api::Api;
 use crate::sqs_server::store::{Settings, Store, ACCOUNT};
+use crate::time::SystemClock;
 
 /// Name of the worker queue `sqsd local` creates when none is configured.
 pub const DEFAULT_QUEUE: &str = "worker-queue";

@@ -191,7 +191,7 @@ pub fn endpoint_url(text: &str) -> Result<String, String> {
 }
 
 pub fn http_path(text: &str) -> Result<String, String> {
-    crate::message::check_path(text)
+    crate::app::request::check_path(text)
         .map(str::to_string)
         .map_err(|e| format!("is not a path: {e}"))
 }

@@ -28,8 +28,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 
 use super::schedule::eb_time;
-pub use crate::aws_error::DbError;
-use crate::policy::Backoff;
+pub use crate::aws::error::DbError;
+use crate::time::Backoff;
 
 /// How long a claim stays exclusive without being renewed.
 pub const LEASE: Duration = Duration::from_secs(45);

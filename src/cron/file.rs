@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 
 use super::schedule::Schedule;
-use crate::message::check_path;
+use crate::app::request::check_path;
 
 /// Where Elastic Beanstalk looks for the file, in order, when no path is set.
 pub const DEFAULT_PATHS: [&str; 2] = ["cron.yaml", "/var/app/current/cron.yaml"];

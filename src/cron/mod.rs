@@ -4,6 +4,7 @@
 
 pub mod claims;
 pub mod file;
+pub mod format;
 pub mod schedule;
 pub mod scheduler;
 

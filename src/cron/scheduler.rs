@@ -21,12 +21,12 @@ use tokio_util::task::TaskTracker;
 
 use super::claims::{Claims, Record, LEASE};
 use super::file::{self, Task};
+use super::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
 use super::schedule::{eb_time, Schedule};
-use crate::message::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
-use crate::metrics::Metrics;
-use crate::policy::Backoff;
+use crate::admin::metrics::Metrics;
+use crate::aws::error::SqsError;
 use crate::signals::Reload;
-use crate::sqs::SqsError;
+use crate::time::Backoff;
 
 /// How far back a returning fleet enqueues ticks that nobody enqueued.
 pub const CATCH_UP: Duration = Duration::from_secs(5 * 60);

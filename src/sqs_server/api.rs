@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::store::{Attr, NewMessage, Queue, Received, Sent, Settings, Store};
-use crate::policy::Clock;
+use crate::time::Clock;
 
 /// Most entries in one batch call; most messages in one receive.
 const MAX_BATCH: usize = 10;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use md5::{Digest, Md5};
 
-use super::store::Attr;
+use super::attr::Attr;
 
 pub fn of_body(body: &str) -> String {
     hex::encode(Md5::digest(body.as_bytes()))

@@ -10,8 +10,10 @@
 //! - `store.rs`: queues and message semantics
 //! - `query.rs`: translation between the Query protocol and those documents
 //! - `md5.rs`, `error.rs`: digests and error shapes as AWS sends them
+//! - `attr.rs`: a message attribute as sent
 
 pub mod api;
+pub mod attr;
 pub mod error;
 pub mod md5;
 pub mod query;

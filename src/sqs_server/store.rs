@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
+pub use super::attr::Attr;
 use super::error::ApiError;
 use super::md5;
 
@@ -22,14 +23,6 @@ use super::md5;
 pub const ACCOUNT: &str = "000000000000";
 /// Region in every ARN.
 pub const REGION: &str = "us-east-1";
-
-/// A message attribute as sent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Attr {
-    pub data_type: String,
-    pub string: Option<String>,
-    pub binary: Option<Vec<u8>>,
-}
 
 /// What a sender gives.
 #[derive(Clone, Debug, Default)]

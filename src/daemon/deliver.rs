@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::app_client::{AppClient, Failure};
+use super::message::{Incoming, Template};
+use super::policy::{self, Outcome, Settlement};
+use super::settle::{Action, Settler};
+use crate::admin::metrics::Metrics;
+use crate::app::{AppClient, Failure};
 use crate::config::SuccessCodes;
-use crate::message::{Incoming, Template};
-use crate::metrics::Metrics;
-use crate::policy::{self, Clock, Outcome, Settlement};
-use crate::settle::{Action, Settler};
+use crate::time::Clock;
 
 /// Delivers messages and settles them.
 pub struct Dispatcher {
@@ -134,14 +135,14 @@ impl Dispatcher {
     }
 
     async fn post(&self, msg: &Incoming) -> Outcome {
-        let request = match self.template.request(msg) {
-            Ok(r) => r,
+        let post = match self.template.request(msg) {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!(message_id = %msg.id, error = %e, "refusing the message's beanstalk.sqsd.path");
                 return Outcome::Refused(format!("path refused: {e}"));
             }
         };
-        for (name, why) in &request.dropped {
+        for (name, why) in &post.dropped {
             self.metrics
                 .attributes_dropped
                 .with_label_values(&[why.as_str()])
@@ -149,7 +150,7 @@ impl Dispatcher {
             tracing::warn!(message_id = %msg.id, attribute = %name, reason = why.as_str(),
                 "attribute is not a valid header; not sent");
         }
-        match self.http.post(request).await {
+        match self.http.post(post.request).await {
             Ok(answer) => Outcome::Status {
                 status: answer.status,
                 retry_after_s: (answer.status == 429)

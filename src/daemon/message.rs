@@ -11,16 +11,9 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::sqs_json::WireMessage;
-
-/// Attribute that overrides `http_path` for one message.
-pub const PATH_ATTR: &str = "beanstalk.sqsd.path";
-/// Attribute naming the periodic task a message stands for.
-pub const TASK_NAME_ATTR: &str = "beanstalk.sqsd.task_name";
-/// Attribute holding a periodic task's tick, as `YYYY-MM-DD HH:MM:SS UTC`.
-pub const SCHEDULED_TIME_ATTR: &str = "beanstalk.sqsd.scheduled_time";
-/// Body of a periodic-task message.
-pub const TASK_BODY: &str = "elasticbeanstalk scheduled job";
+use crate::app::request::{check_path, header_value, PathError, Request};
+use crate::aws::sqs_json::WireMessage;
+use crate::cron::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_NAME_ATTR};
 
 /// `User-Agent` of every POST; applications match on the `aws-sqsd/` prefix.
 pub const USER_AGENT: &str = concat!("aws-sqsd/3.0 (sqsd ", env!("CARGO_PKG_VERSION"), ")");
@@ -87,36 +80,6 @@ impl Incoming {
     }
 }
 
-/// Why a per-message path was refused.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PathError {
-    #[error("must start with /")]
-    NotAbsolute,
-    #[error("must not start with // or /\\ (that names another host)")]
-    NetworkPath,
-    #[error("must not contain spaces, backslashes or control characters")]
-    BadCharacter,
-    #[error("would leave the application's origin")]
-    OtherOrigin,
-}
-
-/// Checks that `path` can only ever be a path (and query) on the application.
-pub fn check_path(path: &str) -> Result<&str, PathError> {
-    if !path.starts_with('/') {
-        return Err(PathError::NotAbsolute);
-    }
-    if path.starts_with("//") || path.starts_with("/\\") {
-        return Err(PathError::NetworkPath);
-    }
-    if path
-        .chars()
-        .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
-    {
-        return Err(PathError::BadCharacter);
-    }
-    Ok(path)
-}
-
 /// Why an attribute was not sent as a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dropped {
@@ -135,15 +98,10 @@ impl Dropped {
     }
 }
 
-/// Everything needed to send one POST.
+/// A message's POST, with the attributes left out of it.
 #[derive(Debug)]
-pub struct Request {
-    /// Full URL: the application base joined with the path.
-    pub url: reqwest::Url,
-    /// The same URL's path and query: what a plain-HTTP client sends.
-    pub target: PathAndQuery,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub struct Post {
+    pub request: Request,
     /// Attributes left out, with the reason, for counting and logging.
     pub dropped: Vec<(String, Dropped)>,
 }
@@ -204,7 +162,7 @@ impl Template {
     }
 
     /// Builds the POST for a message, or says why its path is refused.
-    pub fn request(&self, m: &Incoming) -> Result<Request, PathError> {
+    pub fn request(&self, m: &Incoming) -> Result<Post, PathError> {
         let path_attr = m.attribute(PATH_ATTR);
         let (url, target) = match (path_attr, &self.default_url) {
             (None, Some(default)) => default.clone(),
@@ -270,23 +228,16 @@ impl Template {
         } else {
             Bytes::from(m.body.clone())
         };
-        Ok(Request {
-            url,
-            target,
-            headers,
-            body,
+        Ok(Post {
+            request: Request {
+                url,
+                target,
+                headers,
+                body,
+            },
             dropped,
         })
     }
-}
-
-/// A header value, or `None` when the text holds any control character.
-/// Non-ASCII UTF-8 is passed through as its bytes.
-pub fn header_value(text: &str) -> Option<HeaderValue> {
-    if text.chars().any(char::is_control) {
-        return None;
-    }
-    HeaderValue::from_bytes(text.as_bytes()).ok()
 }
 
 fn text_or_empty(text: &str) -> HeaderValue {
@@ -326,6 +277,7 @@ pub fn scheduled_at(eb: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cron::format::TASK_BODY;
 
     fn template() -> Template {
         Template::new("http://127.0.0.1:8080", "/work", "application/json", "jobs")
@@ -346,15 +298,15 @@ mod tests {
         }
     }
 
-    fn get<'a>(r: &'a Request, name: &str) -> Option<&'a str> {
-        r.headers.get(name).map(|v| v.to_str().unwrap())
+    fn get<'a>(r: &'a Post, name: &str) -> Option<&'a str> {
+        r.request.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
     #[test]
     fn headers_have_the_documented_values() {
         let r = template().request(&message()).unwrap();
-        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/work");
-        assert_eq!(r.target.as_str(), "/work");
+        assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/work");
+        assert_eq!(r.request.target.as_str(), "/work");
         assert!(get(&r, "user-agent").unwrap().starts_with("aws-sqsd/"));
         assert_eq!(get(&r, "content-type"), Some("application/json"));
         assert_eq!(get(&r, "x-aws-sqsd-msgid"), Some("m-1"));
@@ -374,7 +326,7 @@ mod tests {
         assert_eq!(get(&r, "x-aws-sqsd-attr-color"), Some("blue"));
         assert_eq!(get(&r, "x-aws-sqsd-attr-n"), Some("42"));
         assert_eq!(get(&r, "x-aws-sqsd-taskname"), None);
-        assert_eq!(&r.body[..], b"{\"a\":1}");
+        assert_eq!(&r.request.body[..], b"{\"a\":1}");
     }
 
     #[test]
@@ -382,8 +334,8 @@ mod tests {
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/other?x=1".into()));
         let r = template().request(&m).unwrap();
-        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/other?x=1");
-        assert_eq!(r.target.as_str(), "/other?x=1");
+        assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/other?x=1");
+        assert_eq!(r.request.target.as_str(), "/other?x=1");
         assert_eq!(get(&r, "x-aws-sqsd-path"), Some("/other?x=1"));
         assert_eq!(get(&r, "x-aws-sqsd-attr-beanstalk.sqsd.path"), None);
     }
@@ -411,8 +363,13 @@ mod tests {
             let r = template()
                 .request(&m)
                 .unwrap_or_else(|e| panic!("{good:?}: {e}"));
-            assert_eq!(r.url.host_str(), Some("127.0.0.1"), "{}", r.url);
-            assert_eq!(r.url.port(), Some(8080), "{}", r.url);
+            assert_eq!(
+                r.request.url.host_str(),
+                Some("127.0.0.1"),
+                "{}",
+                r.request.url
+            );
+            assert_eq!(r.request.url.port(), Some(8080), "{}", r.request.url);
         }
     }
 
@@ -429,7 +386,7 @@ mod tests {
         assert_eq!(get(&r, "x-injected"), None);
         assert_eq!(get(&r, "x-aws-sqsd-attr-nul"), None);
         assert_eq!(get(&r, "x-aws-sqsd-attr-color"), Some("blue"));
-        let uni = r.headers.get("x-aws-sqsd-attr-unicode").unwrap();
+        let uni = r.request.headers.get("x-aws-sqsd-attr-unicode").unwrap();
         assert_eq!(uni.as_bytes(), "café".as_bytes());
         let mut reasons: Vec<_> = r.dropped.iter().map(|(n, d)| (n.as_str(), *d)).collect();
         reasons.sort_by_key(|(n, _)| n.to_string());
@@ -453,14 +410,15 @@ mod tests {
             (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
         ];
         let r = template().request(&m).unwrap();
-        assert_eq!(r.url.as_str(), "http://127.0.0.1:8080/backup");
+        assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/backup");
         assert_eq!(get(&r, "x-aws-sqsd-taskname"), Some("backup-job"));
         assert_eq!(
             get(&r, "x-aws-sqsd-scheduled-at"),
             Some("2019-11-14T00:47:00Z")
         );
-        assert!(r.body.is_empty());
+        assert!(r.request.body.is_empty());
         assert!(r
+            .request
             .headers
             .iter()
             .all(|(k, _)| !k.as_str().starts_with("x-aws-sqsd-attr-")));
@@ -482,14 +440,14 @@ mod tests {
     fn worker_url_with_a_base_path_keeps_it() {
         let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
         assert_eq!(
-            t.request(&message()).unwrap().url.as_str(),
+            t.request(&message()).unwrap().request.url.as_str(),
             "http://localhost:8080/api/"
         );
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/jobs?x=1".into()));
         let r = t.request(&m).unwrap();
-        assert_eq!(r.url.as_str(), "http://localhost:8080/api/jobs?x=1");
-        assert_eq!(r.target.as_str(), "/api/jobs?x=1");
+        assert_eq!(r.request.url.as_str(), "http://localhost:8080/api/jobs?x=1");
+        assert_eq!(r.request.target.as_str(), "/api/jobs?x=1");
     }
 
     #[test]
@@ -500,12 +458,38 @@ mod tests {
             .push((PATH_ATTR.into(), "/caf\u{e9}/<x>?k=\u{e9}".into()));
         let r = t.request(&m).unwrap();
         assert_eq!(
-            r.url.as_str(),
+            r.request.url.as_str(),
             "http://localhost:8080/api/caf%C3%A9/%3Cx%3E?k=%C3%A9"
         );
-        assert_eq!(r.target.as_str(), "/api/caf%C3%A9/%3Cx%3E?k=%C3%A9");
+        assert_eq!(r.request.target.as_str(), "/api/caf%C3%A9/%3Cx%3E?k=%C3%A9");
         // Without a path of its own, a message gets the prepared default.
         let r = t.request(&message()).unwrap();
-        assert_eq!(r.target.as_str(), "/api/");
+        assert_eq!(r.request.target.as_str(), "/api/");
+    }
+
+    #[test]
+    fn received_messages_keep_what_the_daemon_uses() {
+        let wire = r#"{"MessageId":"m1","ReceiptHandle":"rh","MD5OfBody":"x",
+            "Body":"{\"a\":\"\u00e9\\n\"}",
+            "Attributes":{"SentTimestamp":"1573692420123","ApproximateReceiveCount":"2",
+              "ApproximateFirstReceiveTimestamp":"1573692421999","SenderId":"AID",
+              "AWSTraceHeader":"Root=1-a","MessageGroupId":"g","SequenceNumber":"9"},
+            "MessageAttributes":{"b":{"DataType":"String","StringValue":"x"},
+              "a":{"DataType":"Number.int","StringValue":"7"},
+              "bin":{"DataType":"Binary","BinaryValue":"AAE="}}}"#;
+        let m = Incoming::from(serde_json::from_str::<WireMessage>(wire).unwrap());
+        assert_eq!(m.id, "m1");
+        assert_eq!(m.receipt_handle, "rh");
+        assert_eq!(m.body, "{\"a\":\"\u{e9}\\n\"}");
+        assert_eq!(m.sent_at_ms, Some(1_573_692_420_123));
+        assert_eq!(m.first_received_at_ms, Some(1_573_692_421_999));
+        assert_eq!(m.receive_count, Some(2));
+        assert_eq!(m.sender_id.as_deref(), Some("AID"));
+        assert_eq!(m.trace_header.as_deref(), Some("Root=1-a"));
+        assert_eq!(m.group_id.as_deref(), Some("g"));
+        assert_eq!(
+            m.attributes,
+            vec![("a".into(), "7".into()), ("b".into(), "x".into())]
+        );
     }
 }

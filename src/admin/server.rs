@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use super::health::Health;
+use super::metrics::Metrics;
 
 /// State the endpoints read.
 #[derive(Clone)]

@@ -13,10 +13,10 @@ use http::header::RETRY_AFTER;
 use http::{Method, Uri};
 use http_body_util::Full;
 
+use super::request::Request;
 use crate::config::Config;
 use crate::http1::Pool;
 pub use crate::http1::{error_chain, Failure};
-use crate::message::Request;
 
 /// What the application answered.
 #[derive(Debug)]

@@ -13,21 +13,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::deliver::Dispatcher;
+use super::message::Template;
+use super::poller::{poller_count, Poller};
+use super::settle::{self, Settler};
+use crate::admin::health::Health;
+use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
-use crate::app_client::AppClient;
+use crate::app::AppClient;
+use crate::aws::sqs_json::SqsJson;
+use crate::aws::{self, queue, Queue, QueueError, MAX_BATCH};
 use crate::config::Config;
 use crate::cron::claims::Claims;
 use crate::cron::{CronSource, Scheduler};
-use crate::deliver::Dispatcher;
-use crate::health::Health;
-use crate::message::Template;
-use crate::metrics::Metrics;
-use crate::policy::SystemClock;
-use crate::poller::{poller_count, Poller};
-use crate::settle::{self, Settler};
 use crate::signals::Reload;
-use crate::sqs::{self, Queue, QueueError, MAX_BATCH};
-use crate::sqs_json::SqsJson;
+use crate::time::SystemClock;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +104,10 @@ pub async fn run(
         admin_stop.clone(),
     ));
 
-    let aws = sqs::aws_setup(&config).await;
-    let sdk = aws.sqs(&config);
+    let setup = aws::aws_setup(&config).await;
+    let sdk = setup.sqs(&config);
     let (attributes, endpoint) = tokio::select! {
-        checked = sqs::check_queue(&sdk, &config.queue_url, &metrics) => checked?,
+        checked = queue::check_queue(&sdk, &config.queue_url, &metrics) => checked?,
         _ = shutdown.cancelled() => {
             admin_stop.cancel();
             return Ok(());
@@ -116,8 +116,8 @@ pub async fn run(
     tracing::debug!(%endpoint, "SQS endpoint");
     let api = SqsJson::new(
         &endpoint,
-        aws.region(),
-        aws.sqs_credentials(&config),
+        setup.region(),
+        setup.sqs_credentials(&config),
         // Every poller's long poll, every batch call in flight, some spare.
         poller_count(config.http_connections) + settle::CONCURRENT_FLUSHES + 4,
     )
@@ -127,7 +127,7 @@ pub async fn run(
         url: config.queue_url.clone(),
         metrics: metrics.clone(),
     };
-    sqs::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
+    queue::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
 
     // Still to be done by the scheduler: `Some(create)`.
     let mut table_check = None;
@@ -135,7 +135,7 @@ pub async fn run(
         None => None,
         Some(table) => {
             let claims = Claims::new(
-                aws.dynamodb(),
+                setup.dynamodb(),
                 table.clone(),
                 &config.queue_url,
                 instance_id(),

@@ -12,11 +12,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::deliver::Dispatcher;
-use crate::health::Health;
-use crate::message::Incoming;
-use crate::policy::Backoff;
-use crate::sqs::{Queue, MAX_BATCH};
+use super::deliver::Dispatcher;
+use super::message::Incoming;
+use crate::admin::health::Health;
+use crate::aws::{Queue, MAX_BATCH};
+use crate::time::Backoff;
 
 /// How long a poller holding some free slots waits for more before polling,
 /// so a busy daemon asks for full batches instead of one message at a time.
@@ -76,7 +76,7 @@ impl Poller {
                     backoff.reset();
                     long = true;
                     self.health.receive_ok();
-                    self.dispatch(messages, slots);
+                    self.dispatch(messages.into_iter().map(Incoming::from).collect(), slots);
                 }
                 Err(e) => {
                     drop(slots);

@@ -15,9 +15,9 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::policy::Backoff;
-use crate::sqs::{Queue, SqsError, MAX_BATCH};
-use crate::sqs_json::{self, BatchEntry, BatchFailure};
+use crate::aws::sqs_json::{self, BatchEntry, BatchFailure};
+use crate::aws::{Queue, SqsError, MAX_BATCH};
+use crate::time::Backoff;
 
 /// Batch calls in flight at once; more wait, so SQS sees bounded load.
 pub const CONCURRENT_FLUSHES: usize = 16;

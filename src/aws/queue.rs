@@ -1,0 +1,156 @@
+//! The worker queue: checking it at start (through the SDK, which also
+//! tells the endpoint the direct client reuses), its redrive policy, and the
+//! receive call of the hot path (made by [`super::sqs_json`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_sqs::Client;
+
+use super::error::SqsError;
+use super::sqs_json::{EndpointProbe, SqsJson, WireMessage};
+use crate::admin::metrics::Metrics;
+use crate::time::Backoff;
+
+/// Long-poll wait of every receive, as Elastic Beanstalk's daemon.
+pub const WAIT_TIME_S: i32 = 20;
+/// Most messages SQS returns from one receive.
+pub const MAX_BATCH: usize = 10;
+
+/// Why the queue cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {url} cannot be used: {reason}")]
+    Unusable { url: String, reason: String },
+}
+
+/// Reads the queue's attributes through the SDK, retrying while SQS is
+/// unreachable; fails at once when SQS answers that the queue cannot be
+/// used. Also returns the endpoint the SDK sent the request to.
+pub async fn check_queue(
+    client: &Client,
+    url: &str,
+    metrics: &Metrics,
+) -> Result<(HashMap<QueueAttributeName, String>, String), QueueError> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let probe = EndpointProbe::default();
+    let mut retried_for_clock = false;
+    loop {
+        let result = client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::All)
+            .customize()
+            .interceptor(probe.clone())
+            .send()
+            .await;
+        metrics.sqs_request("GetQueueAttributes", result.is_ok());
+        match result {
+            Ok(out) => {
+                let endpoint = probe.endpoint().ok_or_else(|| QueueError::Unusable {
+                    url: url.to_string(),
+                    reason: "the SDK sent no request to learn the endpoint from".into(),
+                })?;
+                return Ok((out.attributes.unwrap_or_default(), endpoint));
+            }
+            Err(e) => {
+                let e = SqsError::from(e);
+                // The SDK learns the endpoint's clock from a refusal and signs
+                // the next request with it: one more try tells a clock that
+                // was off from credentials that are wrong.
+                if e.permanent && e.may_be_clock_skew() && !retried_for_clock {
+                    retried_for_clock = true;
+                    tracing::warn!(queue = %url, error = %e,
+                        "SQS refused the signature; trying once more in case this machine's clock is off");
+                    continue;
+                }
+                if e.permanent {
+                    return Err(QueueError::Unusable {
+                        url: url.to_string(),
+                        reason: e.message,
+                    });
+                }
+                let delay = backoff.next_delay();
+                tracing::warn!(queue = %url, error = %e, retry_in = ?delay,
+                    "cannot reach SQS to check the queue; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// The worker queue and the client for its hot-path calls.
+#[derive(Clone)]
+pub struct Queue {
+    pub api: Arc<SqsJson>,
+    pub url: String,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// One poll for up to `max` messages, with every attribute; `long` waits
+    /// up to [`WAIT_TIME_S`] for messages, otherwise SQS answers at once.
+    pub async fn receive(
+        &self,
+        max: usize,
+        visibility_s: u32,
+        long: bool,
+    ) -> Result<Vec<WireMessage>, SqsError> {
+        let wait = if long { WAIT_TIME_S as u32 } else { 0 };
+        let result = self
+            .api
+            .receive(&self.url, max.clamp(1, MAX_BATCH), wait, visibility_s)
+            .await;
+        self.metrics.sqs_request("ReceiveMessage", result.is_ok());
+        result
+    }
+}
+
+/// Logs a warning when the queue's redrive policy does not enforce
+/// `max_retries` the way Elastic Beanstalk sets it up.
+pub fn warn_about_redrive(
+    attributes: &HashMap<QueueAttributeName, String>,
+    max_retries: u32,
+    url: &str,
+) {
+    match redrive_max_receive_count(attributes) {
+        None => tracing::warn!(queue = %url, max_retries,
+            "queue has no redrive policy: a message that always fails is retried until it expires; \
+             attach a dead-letter queue with maxReceiveCount = max_retries"),
+        Some(n) if n != max_retries => {
+            tracing::warn!(queue = %url, max_retries, max_receive_count = n,
+            "queue's redrive policy maxReceiveCount differs from max_retries")
+        }
+        Some(_) => {}
+    }
+}
+
+/// `maxReceiveCount` of the queue's redrive policy (a number or a string).
+pub fn redrive_max_receive_count(attributes: &HashMap<QueueAttributeName, String>) -> Option<u32> {
+    let policy: serde_json::Value =
+        serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
+    match policy.get("maxReceiveCount")? {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redrive_policy_count_is_read_as_number_or_string() {
+        let attrs = |p: &str| HashMap::from([(QueueAttributeName::RedrivePolicy, p.to_string())]);
+        let arn = "arn:aws:sqs:us-east-1:1:dlq";
+        let n = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":5}}");
+        let s = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":\"7\"}}");
+        assert_eq!(redrive_max_receive_count(&attrs(&n)), Some(5));
+        assert_eq!(redrive_max_receive_count(&attrs(&s)), Some(7));
+        assert_eq!(redrive_max_receive_count(&HashMap::new()), None);
+        assert_eq!(redrive_max_receive_count(&attrs("not json")), None);
+    }
+}

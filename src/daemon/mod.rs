@@ -1,0 +1,17 @@
+//! The message pipeline and its wiring. One message flows
+//! receive ([`poller`]) → deliver ([`deliver`], building the POST with
+//! [`message`]) → settle ([`settle`], by the rules of [`policy`]);
+//! [`run`] wires it together and takes it down cleanly.
+//!
+//! May use: `aws` (receiving and settling), `app` (the POST), `admin`
+//! (health and metrics), `cron` (the periodic-task scheduler and its message
+//! format) and `config`. None of those uses `daemon`.
+
+pub mod deliver;
+pub mod message;
+pub mod policy;
+pub mod poller;
+pub mod run;
+pub mod settle;
+
+pub use run::{run, RunError};
