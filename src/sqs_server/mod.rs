@@ -9,12 +9,21 @@
 //! - `api.rs`: the actions, on JSON-shaped documents
 //! - `store.rs`: queues and message semantics
 //! - `query.rs`: translation between the Query protocol and those documents
+//! - `json.rs`: the JSON protocol's request bodies, bounded
 //! - `md5.rs`, `error.rs`: digests and error shapes as AWS sends them
 //! - `attr.rs`: a message attribute as sent
+//!
+//! Every request is bounded before it costs memory: its body
+//! ([`MAX_REQUEST_BYTES`]), a JSON body's nesting and size, a Query
+//! request's parameter count and name depth. Whatever a caller sends gets an
+//! answer in AWS's shape, never a crash.
 
 pub mod api;
 pub mod attr;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
+pub mod json;
 pub mod md5;
 pub mod query;
 pub mod store;
@@ -28,7 +37,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -90,9 +98,20 @@ async fn handle(api: &Api, req: Request<Incoming>) -> Response<Full<Bytes>> {
             };
         }
     };
+    answer(api, target.as_deref(), &query_string, &body).await
+}
+
+/// The answer to one request: JSON protocol when `target` (the
+/// `X-Amz-Target` header) is given, Query protocol otherwise.
+pub async fn answer(
+    api: &Api,
+    target: Option<&str>,
+    query_string: &str,
+    body: &[u8],
+) -> Response<Full<Bytes>> {
     match target {
-        Some(target) => handle_json(api, &target, &body).await,
-        None => handle_query(api, &query_string, &body).await,
+        Some(target) => handle_json(api, target, body).await,
+        None => handle_query(api, query_string, body).await,
     }
 }
 
@@ -100,18 +119,9 @@ async fn handle_json(api: &Api, target: &str, body: &[u8]) -> Response<Full<Byte
     let Some(action) = target.strip_prefix("AmazonSQS.") else {
         return json_error(&ApiError::unknown_operation(target));
     };
-    let params: Value = if body.is_empty() {
-        Value::Object(Default::default())
-    } else {
-        match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return json_error(&ApiError::malformed(format!("Malformed JSON: {e}"))),
-        }
-    };
-    let Value::Object(params) = params else {
-        return json_error(&ApiError::malformed(
-            "The request body must be a JSON object.",
-        ));
+    let params = match json::parse_request(body) {
+        Ok(p) => p,
+        Err(e) => return json_error(&e),
     };
     match api.call(action, &params).await {
         Ok(v) => respond(
@@ -125,8 +135,12 @@ async fn handle_json(api: &Api, target: &str, body: &[u8]) -> Response<Full<Byte
 }
 
 async fn handle_query(api: &Api, query_string: &str, body: &[u8]) -> Response<Full<Bytes>> {
-    let mut pairs = query::decode_form(query_string.as_bytes());
-    pairs.extend(query::decode_form(body));
+    let mut pairs = Vec::new();
+    let decoded = query::decode_form(query_string.as_bytes(), &mut pairs)
+        .and_then(|()| query::decode_form(body, &mut pairs));
+    if let Err(e) = decoded {
+        return xml_error(&e);
+    }
     let Some(action) = pairs
         .iter()
         .find(|(k, _)| k == "Action")
@@ -134,7 +148,10 @@ async fn handle_query(api: &Api, query_string: &str, body: &[u8]) -> Response<Fu
     else {
         return xml_error(&ApiError::missing_parameter("Action"));
     };
-    let params = query::to_document(&pairs);
+    let params = match query::to_document(&pairs) {
+        Ok(p) => p,
+        Err(e) => return xml_error(&e),
+    };
     match api.call(&action, &params).await {
         Ok(v) => {
             let xml = query::to_xml(&action, &v, &request_id());
@@ -172,7 +189,7 @@ fn json_error(e: &ApiError) -> Response<Full<Bytes>> {
         status,
         "application/x-amz-json-1.0",
         e.json_body(),
-        Some(e.query_error_header()),
+        e.query_error_header(),
     )
 }
 

@@ -9,129 +9,208 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
-/// `a=1&b=x+y` into pairs, percent-decoded.
-pub fn decode_form(bytes: &[u8]) -> Vec<(String, String)> {
-    form_urlencoded::parse(bytes)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
+/// Most parameters one request may carry. The largest real request, a
+/// batch of ten messages with ten attributes each, has about 450.
+pub const MAX_PARAMETERS: usize = 1000;
+/// Most dot-separated parts in one parameter name. The deepest real one,
+/// `SendMessageBatchRequestEntry.1.MessageAttribute.1.Value.StringValue`,
+/// has six.
+pub const MAX_NAME_PARTS: usize = 8;
 
-#[derive(Debug, Default)]
-struct Node {
-    value: Option<String>,
-    children: BTreeMap<String, Node>,
-}
-
-impl Node {
-    fn insert(&mut self, path: &[&str], value: &str) {
-        match path.split_first() {
-            None => self.value = Some(value.to_string()),
-            Some((head, rest)) => self
-                .children
-                .entry(head.to_string())
-                .or_default()
-                .insert(rest, value),
+/// `a=1&b=x+y` into pairs, percent-decoded, added to `out`; refused past
+/// [`MAX_PARAMETERS`] in all, before they cost memory.
+pub fn decode_form(bytes: &[u8], out: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+    for (k, v) in form_urlencoded::parse(bytes) {
+        if out.len() >= MAX_PARAMETERS {
+            return Err(ApiError::malformed(format!(
+                "The request has more than {MAX_PARAMETERS} parameters."
+            )));
         }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(())
+}
+
+/// Parameters whose numbered items form a list of strings, and the JSON
+/// member each becomes.
+const LISTS: &[(&str, &str)] = &[
+    ("AttributeName", "AttributeNames"),
+    ("MessageAttributeName", "MessageAttributeNames"),
+    ("MessageSystemAttributeName", "MessageSystemAttributeNames"),
+    ("TagKey", "TagKeys"),
+];
+/// Parameters whose numbered items are key/value pairs: member, key field.
+const PAIRS: &[(&str, &str, &str)] = &[("Attribute", "Attributes", "Name"), ("Tag", "Tags", "Key")];
+/// Parameters whose numbered items are typed message attributes.
+const TYPED: &[(&str, &str)] = &[
+    ("MessageAttribute", "MessageAttributes"),
+    ("MessageSystemAttribute", "MessageSystemAttributes"),
+];
+/// The fields of a typed attribute's `Value`.
+const TYPED_FIELDS: &[&str] = &["DataType", "StringValue", "BinaryValue"];
+/// Parameters that are integers in the JSON protocol.
+const INTEGERS: &[&str] = &[
+    "DelaySeconds",
+    "MaxNumberOfMessages",
+    "MaxResults",
+    "VisibilityTimeout",
+    "WaitTimeSeconds",
+];
+
+/// A typed attribute being assembled.
+#[derive(Default)]
+struct Typed {
+    name: Option<String>,
+    value: Map<String, Value>,
+}
+
+/// Key/value items of one numbered collection, by index.
+type PairItems = BTreeMap<u64, (Option<String>, Option<String>)>;
+
+/// The members of one document (the request, or one batch entry), each
+/// numbered collection kept by index until it is complete.
+#[derive(Default)]
+struct Members {
+    scalars: Map<String, Value>,
+    lists: BTreeMap<&'static str, BTreeMap<u64, String>>,
+    pairs: BTreeMap<&'static str, PairItems>,
+    typed: BTreeMap<&'static str, BTreeMap<u64, Typed>>,
+}
+
+impl Members {
+    /// Places one parameter, its name already split; names of no known
+    /// shape are ignored, as unknown parameters are.
+    fn place(&mut self, parts: &[&str], value: &str) -> Result<(), ApiError> {
+        fn index(n: &str) -> Option<u64> {
+            n.parse().ok()
+        }
+        match parts {
+            [name] => {
+                self.scalars
+                    .insert(name.to_string(), parameter_value(name, value)?);
+            }
+            [list, n] => {
+                if let (Some((_, member)), Some(i)) =
+                    (LISTS.iter().find(|(p, _)| p == list), index(n))
+                {
+                    self.lists
+                        .entry(*member)
+                        .or_default()
+                        .insert(i, value.to_string());
+                }
+            }
+            [map, n, field] if PAIRS.iter().any(|(p, _, _)| p == map) => {
+                let (Some((_, member, key)), Some(i)) =
+                    (PAIRS.iter().find(|(p, _, _)| p == map), index(n))
+                else {
+                    return Ok(());
+                };
+                let slot = self.pairs.entry(*member).or_default().entry(i).or_default();
+                if field == key {
+                    slot.0 = Some(value.to_string());
+                } else if *field == "Value" {
+                    slot.1 = Some(value.to_string());
+                }
+            }
+            [attr, n, "Name"] => {
+                if let (Some((_, member)), Some(i)) =
+                    (TYPED.iter().find(|(p, _)| p == attr), index(n))
+                {
+                    let slot = self.typed.entry(*member).or_default().entry(i).or_default();
+                    slot.name = Some(value.to_string());
+                }
+            }
+            [attr, n, "Value", field] if TYPED_FIELDS.contains(field) => {
+                if let (Some((_, member)), Some(i)) =
+                    (TYPED.iter().find(|(p, _)| p == attr), index(n))
+                {
+                    let slot = self.typed.entry(*member).or_default().entry(i).or_default();
+                    slot.value
+                        .insert(field.to_string(), Value::String(value.to_string()));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
-    /// Children keyed by number, in numeric order.
-    fn numbered(&self) -> Vec<&Node> {
-        let mut items: Vec<(u64, &Node)> = self
-            .children
-            .iter()
-            .filter_map(|(k, n)| Some((k.parse().ok()?, n)))
-            .collect();
-        items.sort_by_key(|(i, _)| *i);
-        items.into_iter().map(|(_, n)| n).collect()
-    }
-
-    fn text(&self, key: &str) -> Option<String> {
-        self.children.get(key).and_then(|n| n.value.clone())
+    fn into_document(self) -> Map<String, Value> {
+        let mut doc = self.scalars;
+        for (member, items) in self.lists {
+            let list = items.into_values().map(Value::String).collect();
+            doc.insert(member.to_string(), Value::Array(list));
+        }
+        for (member, items) in self.pairs {
+            let map = items
+                .into_values()
+                .filter_map(|(k, v)| Some((k?, Value::String(v?))))
+                .collect();
+            doc.insert(member.to_string(), Value::Object(map));
+        }
+        for (member, items) in self.typed {
+            let map = items
+                .into_values()
+                .filter_map(|t| Some((t.name?, Value::Object(t.value))))
+                .collect();
+            doc.insert(member.to_string(), Value::Object(map));
+        }
+        doc
     }
 }
 
-/// The JSON-protocol document for a flattened parameter set.
-pub fn to_document(pairs: &[(String, String)]) -> Map<String, Value> {
-    let mut root = Node::default();
+/// A scalar parameter as the JSON protocol would carry it: integers as
+/// numbers (refused when they are not), everything else as text.
+fn parameter_value(name: &str, value: &str) -> Result<Value, ApiError> {
+    if !INTEGERS.contains(&name) {
+        return Ok(Value::String(value.to_string()));
+    }
+    match value.trim().parse::<i64>() {
+        Ok(n) => Ok(Value::from(n)),
+        Err(_) => Err(ApiError::invalid_parameter(format!(
+            "Value {} for parameter {name} is invalid. Reason: must be an integer.",
+            super::error::echo(value)
+        ))),
+    }
+}
+
+/// The JSON-protocol document for a flattened parameter set, built in one
+/// pass without recursion: names deeper than [`MAX_NAME_PARTS`] are refused.
+pub fn to_document(pairs: &[(String, String)]) -> Result<Map<String, Value>, ApiError> {
+    let mut top = Members::default();
+    let mut entries: BTreeMap<u64, Members> = BTreeMap::new();
+    let mut parts: Vec<&str> = Vec::with_capacity(MAX_NAME_PARTS);
     for (k, v) in pairs {
         if k == "Action" || k == "Version" {
             continue;
         }
-        let path: Vec<&str> = k.split('.').collect();
-        root.insert(&path, v);
-    }
-    convert(&root)
-}
-
-fn convert(node: &Node) -> Map<String, Value> {
-    let mut doc = Map::new();
-    for (name, child) in &node.children {
-        let (key, value) = match name.as_str() {
-            "AttributeName" => ("AttributeNames", strings(child)),
-            "MessageAttributeName" => ("MessageAttributeNames", strings(child)),
-            "MessageSystemAttributeName" => ("MessageSystemAttributeNames", strings(child)),
-            "TagKey" => ("TagKeys", strings(child)),
-            "Attribute" => ("Attributes", pairs_map(child, "Name", "Value")),
-            "Tag" => ("Tags", pairs_map(child, "Key", "Value")),
-            "MessageAttribute" => ("MessageAttributes", typed_map(child)),
-            "MessageSystemAttribute" => ("MessageSystemAttributes", typed_map(child)),
-            n if n.ends_with("BatchRequestEntry") => (
-                "Entries",
-                Value::Array(
-                    child
-                        .numbered()
-                        .into_iter()
-                        .map(|e| Value::Object(convert(e)))
-                        .collect(),
-                ),
-            ),
-            other => match &child.value {
-                Some(v) => {
-                    doc.insert(other.to_string(), Value::String(v.clone()));
-                    continue;
-                }
-                None => (other, Value::Object(convert(child))),
-            },
-        };
-        doc.insert(key.to_string(), value);
-    }
-    doc
-}
-
-fn strings(node: &Node) -> Value {
-    Value::Array(
-        node.numbered()
-            .into_iter()
-            .filter_map(|n| n.value.clone().map(Value::String))
-            .collect(),
-    )
-}
-
-fn pairs_map(node: &Node, key: &str, value: &str) -> Value {
-    let mut m = Map::new();
-    for n in node.numbered() {
-        if let (Some(k), Some(v)) = (n.text(key), n.text(value)) {
-            m.insert(k, Value::String(v));
-        }
-    }
-    Value::Object(m)
-}
-
-fn typed_map(node: &Node) -> Value {
-    let mut m = Map::new();
-    for n in node.numbered() {
-        let (Some(name), Some(v)) = (n.text("Name"), n.children.get("Value")) else {
-            continue;
-        };
-        let mut attr = Map::new();
-        for field in ["DataType", "StringValue", "BinaryValue"] {
-            if let Some(x) = v.text(field) {
-                attr.insert(field.to_string(), Value::String(x));
+        parts.clear();
+        for part in k.split('.') {
+            if parts.len() == MAX_NAME_PARTS {
+                return Err(ApiError::malformed(format!(
+                    "Parameter name {} has more than {MAX_NAME_PARTS} parts.",
+                    super::error::echo(k)
+                )));
             }
+            parts.push(part);
         }
-        m.insert(name, Value::Object(attr));
+        match parts.as_slice() {
+            [entry, n, rest @ ..] if entry.ends_with("BatchRequestEntry") && !rest.is_empty() => {
+                if let Ok(i) = n.parse::<u64>() {
+                    entries.entry(i).or_default().place(rest, v)?;
+                }
+            }
+            all => top.place(all, v)?,
+        }
     }
-    Value::Object(m)
+    let mut doc = top.into_document();
+    if !entries.is_empty() {
+        let list = entries
+            .into_values()
+            .map(|e| Value::Object(e.into_document()))
+            .collect();
+        doc.insert("Entries".into(), Value::Array(list));
+    }
+    Ok(doc)
 }
 
 /// Text escaped for XML; CR is kept as a character reference so that a
@@ -267,7 +346,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Value::Object(to_document(&pairs))
+        Value::Object(to_document(&pairs).expect("a valid parameter set"))
     }
 
     #[test]
@@ -310,6 +389,39 @@ mod tests {
         assert_eq!(d["AttributeNames"], serde_json::json!(["All"]));
         assert_eq!(doc_str(&d, "/Attributes/VisibilityTimeout"), "5");
         assert_eq!(doc_str(&d, "/Tags/team"), "core");
+    }
+
+    #[test]
+    fn deep_long_and_numerous_names_are_refused_not_recursed() {
+        // 16 KB: the request that used to overflow the stack.
+        let body = format!("Action=ListQueues&{}a=1", "a.".repeat(8000));
+        let mut pairs = Vec::new();
+        decode_form(body.as_bytes(), &mut pairs).expect("two parameters");
+        let e = to_document(&pairs).expect_err("too deep");
+        assert_eq!(e.status, 400);
+        assert!(e.message.len() < 400, "the name is echoed cut");
+
+        let many = "a=1&".repeat(MAX_PARAMETERS + 1);
+        let mut pairs = Vec::new();
+        assert!(decode_form(many.as_bytes(), &mut pairs).is_err());
+        assert!(pairs.len() <= MAX_PARAMETERS);
+
+        let d = doc(&[("A.B.C.D.E.F.G.H", "deepest allowed, ignored")]);
+        assert_eq!(d, serde_json::json!({}));
+    }
+
+    #[test]
+    fn integers_become_numbers_and_non_integers_are_refused() {
+        let d = doc(&[("MaxNumberOfMessages", "10"), ("QueueUrl", "7")]);
+        assert_eq!(
+            d,
+            serde_json::json!({"MaxNumberOfMessages": 10, "QueueUrl": "7"})
+        );
+        let pairs = vec![("WaitTimeSeconds".to_string(), "soon".to_string())];
+        assert_eq!(
+            to_document(&pairs).map_err(|e| e.code),
+            Err("InvalidParameterValue")
+        );
     }
 
     fn doc_str<'a>(d: &'a Value, ptr: &str) -> &'a str {
