@@ -9,14 +9,27 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::error::ApiError;
-use super::store::{Attr, NewMessage, Queue, Received, Sent, Settings, Store};
+use super::attributes::{apply_settings, queue_attributes, same_settings, KNOWN_ATTRIBUTES};
+use super::error::{echo, ApiError};
+use super::store::{
+    Attr, NewMessage, NewMessageWithHistory, Queue, Received, Sent, Settings, Store, ACCOUNT,
+    REGION,
+};
+use super::validate;
 use crate::time::Clock;
 
 /// Most entries in one batch call; most messages in one receive.
 const MAX_BATCH: usize = 10;
 /// Longest long poll SQS allows.
 const MAX_WAIT_S: u64 = 20;
+/// Most bytes of messages one SendMessageBatch may carry, in total.
+const MAX_BATCH_BYTES: usize = 262_144;
+/// Most queues one ListQueues answers with.
+const MAX_LIST: u32 = 1000;
+/// Most tags on one queue, and the longest key and value, as AWS allows.
+const MAX_TAGS: usize = 50;
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
 
 /// Runs the actions against a store.
 pub struct Api {
@@ -29,37 +42,55 @@ type Doc = Map<String, Value>;
 fn str_param<'a>(p: &'a Doc, name: &str) -> Result<&'a str, ApiError> {
     match p.get(name) {
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::invalid_parameter(format!(
-            "{name} must be a string."
-        ))),
+        Some(other) => Err(ApiError::wrong_type(other, "a String")),
         None => Err(ApiError::missing_parameter(name)),
     }
 }
 
-fn opt_u32(p: &Doc, name: &str, max: u32) -> Result<Option<u32>, ApiError> {
-    let Some(v) = p.get(name) else {
-        return Ok(None);
-    };
-    let n = match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.parse::<i64>().ok(),
-        _ => None,
-    };
-    match n {
-        Some(n) if (0..=i64::from(max)).contains(&n) => Ok(Some(n as u32)),
-        _ => Err(ApiError::invalid_parameter(format!(
-            "Value {v} for parameter {name} is invalid. Reason: must be between 0 and {max}."
-        ))),
+/// An optional string; present with another type is an error.
+fn opt_str<'a>(p: &'a Doc, name: &str) -> Result<Option<&'a str>, ApiError> {
+    match p.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(other) => Err(ApiError::wrong_type(other, "a String")),
     }
 }
 
-fn string_list(p: &Doc, name: &str) -> Vec<String> {
+/// An optional integer from 0 to `max`. The JSON protocol carries integers
+/// as numbers (the Query protocol's text is turned into numbers first).
+fn opt_u32(p: &Doc, name: &str, max: u32) -> Result<Option<u32>, ApiError> {
+    let n = match p.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(n) => n,
+            None => {
+                return Err(ApiError::malformed(format!(
+                    "NUMBER_VALUE {n} can not be converted to an Integer"
+                )))
+            }
+        },
+        Some(other) => return Err(ApiError::wrong_type(other, "an Integer")),
+    };
+    if (0..=i64::from(max)).contains(&n) {
+        Ok(Some(n as u32))
+    } else {
+        Err(ApiError::invalid_parameter(format!(
+            "Value {n} for parameter {name} is invalid. Reason: must be between 0 and {max}."
+        )))
+    }
+}
+
+fn string_list(p: &Doc, name: &str) -> Result<Vec<String>, ApiError> {
     match p.get(name) {
+        None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
             .iter()
-            .filter_map(|v| v.as_str().map(String::from))
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(ApiError::wrong_type(other, "a String")),
+            })
             .collect(),
-        _ => Vec::new(),
+        Some(other) => Err(ApiError::wrong_type(other, "a Collection")),
     }
 }
 
@@ -70,12 +101,10 @@ fn string_map(p: &Doc, name: &str) -> Result<BTreeMap<String, String>, ApiError>
             .iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Ok((k.clone(), other.to_string())),
+                other => Err(ApiError::wrong_type(other, "a String")),
             })
             .collect(),
-        Some(_) => Err(ApiError::invalid_parameter(format!(
-            "{name} must be a map."
-        ))),
+        Some(other) => Err(ApiError::wrong_type(other, "a Map")),
     }
 }
 
@@ -99,8 +128,15 @@ fn valid_batch_id(id: &str) -> bool {
 /// Checks the entries of a batch call: present, at most ten, ids valid and distinct.
 fn batch_entries(p: &Doc) -> Result<Vec<&Doc>, ApiError> {
     let entries: Vec<&Doc> = match p.get("Entries") {
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_object).collect(),
-        _ => Vec::new(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|e| match e {
+                Value::Object(o) => Ok(o),
+                other => Err(ApiError::wrong_type(other, "a Structure")),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(ApiError::wrong_type(other, "a Collection")),
     };
     if entries.is_empty() {
         return Err(ApiError::empty_batch());
@@ -110,7 +146,7 @@ fn batch_entries(p: &Doc) -> Result<Vec<&Doc>, ApiError> {
     }
     let mut seen = std::collections::HashSet::new();
     for e in &entries {
-        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        let id = opt_str(e, "Id")?.unwrap_or("");
         if !valid_batch_id(id) {
             return Err(ApiError::invalid_batch_id(id));
         }
@@ -133,7 +169,7 @@ fn each_entry(
 ) -> Result<Value, ApiError> {
     let (mut ok, mut failed) = (Vec::new(), Vec::new());
     for e in batch_entries(p)? {
-        let id = e.get("Id").and_then(Value::as_str).unwrap_or("");
+        let id = opt_str(e, "Id")?.unwrap_or("");
         match f(e) {
             Ok(mut v) => {
                 v["Id"] = json!(id);
@@ -170,29 +206,18 @@ impl Api {
         self.store.by_url(str_param(p, "QueueUrl")?)
     }
 
-    /// Runs one action.
+    /// Runs one action. Every call also sweeps expired messages out of
+    /// every queue (at most once a second), so that retention holds for
+    /// queues nobody reads.
     pub async fn call(&self, action: &str, p: &Doc) -> Result<Value, ApiError> {
+        self.store.sweep(self.now());
         match action {
             "CreateQueue" => self.create_queue(p),
             "GetQueueUrl" => {
                 let q = self.store.get(str_param(p, "QueueName")?)?;
                 Ok(json!({ "QueueUrl": q.url }))
             }
-            "ListQueues" => {
-                let prefix = p
-                    .get("QueueNamePrefix")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let max = opt_u32(p, "MaxResults", 1000)?.unwrap_or(1000) as usize;
-                let urls: Vec<String> = self
-                    .store
-                    .list(prefix)
-                    .into_iter()
-                    .take(max)
-                    .map(|q| q.url.clone())
-                    .collect();
-                Ok(json!({ "QueueUrls": urls }))
-            }
+            "ListQueues" => self.list_queues(p),
             "DeleteQueue" => {
                 let q = self.queue(p)?;
                 self.store.delete(&q.name)?;
@@ -202,21 +227,33 @@ impl Api {
             "SetQueueAttributes" => {
                 let q = self.queue(p)?;
                 let attrs = string_map(p, "Attributes")?;
-                let settings = apply_settings(q.settings(), &attrs, &self.store, false)?;
+                let settings = apply_settings(q.settings(), &attrs, &self.store, &q.arn, false)?;
                 q.set_settings(settings, self.now());
                 Ok(json!({}))
             }
             "PurgeQueue" => {
-                self.queue(p)?.purge();
+                self.queue(p)?.purge(self.now())?;
                 Ok(json!({}))
             }
             "TagQueue" => {
                 let tags = string_map(p, "Tags")?;
-                self.queue(p)?.update_tags(|t| t.extend(tags));
+                let q = self.queue(p)?;
+                check_tags(&tags)?;
+                q.update_tags(|t| {
+                    let mut merged = t.clone();
+                    merged.extend(tags);
+                    if merged.len() > MAX_TAGS {
+                        return Err(ApiError::invalid_parameter(format!(
+                            "Too many tags: a queue can have at most {MAX_TAGS}."
+                        )));
+                    }
+                    *t = merged;
+                    Ok(())
+                })?;
                 Ok(json!({}))
             }
             "UntagQueue" => {
-                let keys = string_list(p, "TagKeys");
+                let keys = string_list(p, "TagKeys")?;
                 self.queue(p)?
                     .update_tags(|t| keys.iter().for_each(|k| drop(t.remove(k))));
                 Ok(json!({}))
@@ -228,18 +265,18 @@ impl Api {
             }
             "SendMessageBatch" => {
                 let q = self.queue(p)?;
+                batch_size(p)?;
                 each_entry(p, |e| self.send(&q, e).map(sent_json))
             }
             "ReceiveMessage" => self.receive(p).await,
             "DeleteMessage" => {
-                self.queue(p)?
-                    .delete(str_param(p, "ReceiptHandle")?, self.now())?;
+                self.queue(p)?.delete(str_param(p, "ReceiptHandle")?)?;
                 Ok(json!({}))
             }
             "DeleteMessageBatch" => {
                 let q = self.queue(p)?;
                 each_entry(p, |e| {
-                    q.delete(str_param(e, "ReceiptHandle")?, self.now())?;
+                    q.delete(str_param(e, "ReceiptHandle")?)?;
                     Ok(json!({}))
                 })
             }
@@ -263,6 +300,45 @@ impl Api {
         q.change_visibility(str_param(p, "ReceiptHandle")?, t, self.now())
     }
 
+    /// Queues in name order, a page of `MaxResults` at a time; `NextToken`
+    /// (only when `MaxResults` is given, as AWS documents) names where the
+    /// next page starts.
+    fn list_queues(&self, p: &Doc) -> Result<Value, ApiError> {
+        let prefix = opt_str(p, "QueueNamePrefix")?.unwrap_or("");
+        let page = opt_u32(p, "MaxResults", MAX_LIST)?;
+        if page == Some(0) {
+            return Err(ApiError::invalid_parameter(format!(
+                "Value 0 for parameter MaxResults is invalid. Reason: MaxResults must be an integer between 1 and {MAX_LIST}."
+            )));
+        }
+        let after = match opt_str(p, "NextToken")? {
+            None | Some("") => None,
+            Some(token) => Some(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(token)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        ApiError::invalid_parameter(format!(
+                            "Value {} for parameter NextToken is invalid.",
+                            echo(token)
+                        ))
+                    })?,
+            ),
+        };
+        let limit = page.unwrap_or(MAX_LIST) as usize;
+        let queues = self.store.list(prefix, after.as_deref());
+        let urls: Vec<&str> = queues.iter().take(limit).map(|q| q.url.as_str()).collect();
+        let mut out = json!({ "QueueUrls": urls });
+        if page.is_some() && queues.len() > limit {
+            if let Some(last) = queues.get(limit - 1) {
+                out["NextToken"] =
+                    json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&last.name));
+            }
+        }
+        Ok(out)
+    }
+
     fn create_queue(&self, p: &Doc) -> Result<Value, ApiError> {
         let name = str_param(p, "QueueName")?;
         if !valid_queue_name(name) {
@@ -271,7 +347,8 @@ impl Api {
             ));
         }
         let attrs = string_map(p, "Attributes")?;
-        let mut settings = apply_settings(Settings::default(), &attrs, &self.store, true)?;
+        let arn = format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}");
+        let mut settings = apply_settings(Settings::default(), &attrs, &self.store, &arn, true)?;
         if settings.fifo != name.ends_with(".fifo") {
             return Err(ApiError::invalid_parameter(
                 "The name of a FIFO queue can only include alphanumeric characters, hyphens, or underscores, must end with .fifo suffix.",
@@ -286,13 +363,19 @@ impl Api {
         }
         let mut tags = string_map(p, "tags")?;
         tags.extend(string_map(p, "Tags")?);
+        check_tags(&tags)?;
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::invalid_parameter(format!(
+                "Too many tags: a queue can have at most {MAX_TAGS}."
+            )));
+        }
         let q = self.store.create(name, settings, tags, self.now())?;
         Ok(json!({ "QueueUrl": q.url }))
     }
 
     fn get_attributes(&self, p: &Doc) -> Result<Value, ApiError> {
         let q = self.queue(p)?;
-        let names = string_list(p, "AttributeNames");
+        let names = string_list(p, "AttributeNames")?;
         let all = queue_attributes(&q, self.now());
         let mut out = Map::new();
         for name in names {
@@ -316,27 +399,24 @@ impl Api {
             return Err(ApiError::new_invalid_contents(c));
         }
         let attributes = message_attributes(p.get("MessageAttributes"))?;
-        let trace_header = p
-            .get("MessageSystemAttributes")
-            .and_then(|v| v.get("AWSTraceHeader"))
-            .and_then(|v| v.get("StringValue"))
-            .and_then(Value::as_str)
-            .map(String::from);
+        let trace_header = trace_header(p.get("MessageSystemAttributes"))?;
         let delay_s = opt_u32(p, "DelaySeconds", 900)?;
+        let group_id = opt_str(p, "MessageGroupId")?;
+        let dedup_id = opt_str(p, "MessageDeduplicationId")?;
+        if let Some(g) = group_id {
+            validate::fifo_id("MessageGroupId", g)?;
+        }
+        if let Some(d) = dedup_id {
+            validate::fifo_id("MessageDeduplicationId", d)?;
+        }
         q.send(
             NewMessage {
                 body: body.to_string(),
                 delay_s,
                 attributes,
                 trace_header,
-                group_id: p
-                    .get("MessageGroupId")
-                    .and_then(Value::as_str)
-                    .map(String::from),
-                dedup_id: p
-                    .get("MessageDeduplicationId")
-                    .and_then(Value::as_str)
-                    .map(String::from),
+                group_id: group_id.map(String::from),
+                dedup_id: dedup_id.map(String::from),
             },
             self.now(),
         )
@@ -357,17 +437,20 @@ impl Api {
         };
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(u64::from(wait_s).min(MAX_WAIT_S));
-        let mut system = string_list(p, "AttributeNames");
-        system.extend(string_list(p, "MessageSystemAttributeNames"));
-        let wanted_attrs = string_list(p, "MessageAttributeNames");
+        let mut system = string_list(p, "AttributeNames")?;
+        system.extend(string_list(p, "MessageSystemAttributeNames")?);
+        let wanted_attrs = string_list(p, "MessageAttributeNames")?;
 
         let got = loop {
             let ready = q.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
             let now = self.now();
-            let (got, dead) = q.take(max as usize, visibility, now);
-            self.redrive(&q, dead, now);
+            let target = self.redrive_target(&q);
+            let (got, dead) = q.take(max as usize, visibility, now, target.is_some());
+            if let Some(target) = target {
+                move_dead_letters(&q, &target, dead, now);
+            }
             if !got.is_empty() || tokio::time::Instant::now() >= deadline {
                 break got;
             }
@@ -391,21 +474,86 @@ impl Api {
         Ok(json!({ "Messages": messages }))
     }
 
-    /// Moves messages past maxReceiveCount to the dead-letter queue.
-    fn redrive(&self, q: &Queue, dead: Vec<super::store::NewMessageWithHistory>, now: i64) {
-        if dead.is_empty() {
-            return;
+    /// The queue `q`'s redrive policy moves messages to, if it exists and
+    /// is another queue. A missing one leaves messages where they are, as
+    /// AWS does; a queue is never its own dead-letter queue.
+    fn redrive_target(&self, q: &Arc<Queue>) -> Option<Arc<Queue>> {
+        let (_, arn, _) = q.settings().redrive?;
+        let target = self.store.by_arn(&arn);
+        if target.is_none() {
+            tracing::debug!(queue = %q.name, dead_letter_queue = %arn,
+                "dead-letter queue does not exist; messages stay in the queue");
         }
-        let target = q
-            .settings()
-            .redrive
-            .and_then(|(_, arn, _)| self.store.by_arn(&arn));
-        match target {
-            Some(dlq) => dead.into_iter().for_each(|m| dlq.adopt(m, now)),
-            None => tracing::warn!(queue = %q.name, dropped = dead.len(),
-                "dead-letter queue of the redrive policy does not exist; messages dropped"),
+        target.filter(|t| !Arc::ptr_eq(t, q))
+    }
+}
+
+/// Moves messages past maxReceiveCount to the dead-letter queue; any that
+/// it no longer takes (deleted meanwhile) go back to their own queue.
+fn move_dead_letters(q: &Queue, dlq: &Queue, dead: Vec<NewMessageWithHistory>, now: i64) {
+    for m in dead {
+        if let Err(m) = dlq.adopt(m, now) {
+            if q.adopt(m, now).is_err() {
+                tracing::debug!(queue = %q.name, "message dropped with its deleted queue");
+            }
         }
     }
+}
+
+/// Each tag key and value within AWS's lengths.
+fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (k, v) in tags {
+        if k.is_empty() || k.len() > MAX_TAG_KEY || v.len() > MAX_TAG_VALUE {
+            return Err(ApiError::invalid_parameter(format!(
+                "Tag {} is invalid. Reason: keys are 1 to {MAX_TAG_KEY} characters, values at most {MAX_TAG_VALUE}.",
+                echo(k)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a SendMessageBatch whose messages (bodies and attributes) add
+/// up to more than 256 KiB, before any of them is sent.
+fn batch_size(p: &Doc) -> Result<(), ApiError> {
+    let Some(Value::Array(entries)) = p.get("Entries") else {
+        return Ok(());
+    };
+    let mut total = 0usize;
+    for e in entries.iter().filter_map(Value::as_object) {
+        total += opt_str(e, "MessageBody")?.map_or(0, str::len);
+        if let Some(Value::Object(attrs)) = e.get("MessageAttributes") {
+            for (name, a) in attrs {
+                total += name.len();
+                if let Value::Object(fields) = a {
+                    let text = |f: &str| fields.get(f).and_then(Value::as_str).map_or(0, str::len);
+                    // Binary values count decoded, as the store counts them.
+                    total += text("DataType") + text("StringValue") + text("BinaryValue") / 4 * 3;
+                }
+            }
+        }
+    }
+    if total > MAX_BATCH_BYTES {
+        return Err(ApiError::batch_too_long(MAX_BATCH_BYTES, total));
+    }
+    Ok(())
+}
+
+/// The `AWSTraceHeader` system attribute, the only one SQS takes.
+fn trace_header(v: Option<&Value>) -> Result<Option<String>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Value::Object(m) = v else {
+        return Err(ApiError::wrong_type(v, "a Map"));
+    };
+    let Some(header) = m.get("AWSTraceHeader") else {
+        return Ok(None);
+    };
+    let Value::Object(h) = header else {
+        return Err(ApiError::wrong_type(header, "a Structure"));
+    };
+    Ok(opt_str(h, "StringValue")?.map(String::from))
 }
 
 impl ApiError {
@@ -429,43 +577,59 @@ fn allowed_char(c: char) -> bool {
 }
 
 fn message_attributes(v: Option<&Value>) -> Result<BTreeMap<String, Attr>, ApiError> {
-    let Some(Value::Object(m)) = v else {
-        return Ok(BTreeMap::new());
+    let m = match v {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m,
+        Some(other) => return Err(ApiError::wrong_type(other, "a Map")),
     };
     if m.len() > 10 {
-        return Err(ApiError::invalid_parameter(
-            "Number of message attributes [11] exceeds the allowed maximum [10].",
-        ));
+        return Err(ApiError::invalid_parameter(format!(
+            "Number of message attributes [{}] exceeds the allowed maximum [10].",
+            m.len()
+        )));
     }
     let mut out = BTreeMap::new();
     for (name, a) in m {
-        let data_type = a.get("DataType").and_then(Value::as_str).unwrap_or("");
-        let base = data_type.split('.').next().unwrap_or("");
-        if !matches!(base, "String" | "Number" | "Binary") {
-            return Err(ApiError::invalid_parameter(format!(
-                "The type of message (user) attribute '{name}' is invalid. You must use only the following supported type prefixes: Binary, Number, String."
-            )));
-        }
+        validate::attribute_name(name)?;
+        let Value::Object(a) = a else {
+            return Err(ApiError::wrong_type(a, "a Structure"));
+        };
+        let data_type = opt_str(a, "DataType")?.unwrap_or("");
+        let base = validate::data_type(name, data_type)?;
+        let empty = || {
+            ApiError::invalid_parameter(format!(
+                "Message (user) attribute '{}' must contain a non-empty value of type '{base}'.",
+                echo(name)
+            ))
+        };
         let attr = if base == "Binary" {
-            let b64 = a.get("BinaryValue").and_then(Value::as_str).unwrap_or("");
+            let b64 = opt_str(a, "BinaryValue")?.unwrap_or("");
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
                 .map_err(|_| {
-                    ApiError::invalid_parameter(format!("BinaryValue of {name} is not base64."))
+                    ApiError::invalid_parameter(format!(
+                        "BinaryValue of {} is not base64.",
+                        echo(name)
+                    ))
                 })?;
+            if bytes.is_empty() {
+                return Err(empty());
+            }
             Attr {
                 data_type: data_type.into(),
                 string: None,
                 binary: Some(bytes),
             }
         } else {
-            let s = a.get("StringValue").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::invalid_parameter(format!(
-                    "Message (user) attribute '{name}' must contain a non-empty value of type '{base}'."
-                ))
-            })?;
+            let s = opt_str(a, "StringValue")?.unwrap_or("");
+            if s.is_empty() {
+                return Err(empty());
+            }
             if let Some(c) = s.chars().find(|c| !allowed_char(*c)) {
                 return Err(ApiError::new_invalid_contents(c));
+            }
+            if base == "Number" {
+                validate::number(name, s)?;
             }
             Attr {
                 data_type: data_type.into(),
@@ -547,155 +711,4 @@ fn message_json(m: &Received, system: &[String], wanted: &[String]) -> Value {
         out["MD5OfMessageAttributes"] = json!(super::md5::of_attributes(&selected));
     }
     out
-}
-
-const KNOWN_ATTRIBUTES: &[&str] = &[
-    "All",
-    "Policy",
-    "VisibilityTimeout",
-    "MaximumMessageSize",
-    "MessageRetentionPeriod",
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "CreatedTimestamp",
-    "LastModifiedTimestamp",
-    "QueueArn",
-    "ApproximateNumberOfMessagesDelayed",
-    "DelaySeconds",
-    "ReceiveMessageWaitTimeSeconds",
-    "RedrivePolicy",
-    "FifoQueue",
-    "ContentBasedDeduplication",
-    "KmsMasterKeyId",
-    "KmsDataKeyReusePeriodSeconds",
-    "DeduplicationScope",
-    "FifoThroughputLimit",
-    "RedriveAllowPolicy",
-    "SqsManagedSseEnabled",
-];
-
-fn queue_attributes(q: &Queue, now: i64) -> Map<String, Value> {
-    let s = q.settings();
-    let (visible, in_flight, delayed) = q.counts(now);
-    let mut m = Map::new();
-    let mut put = |k: &str, v: String| {
-        m.insert(k.into(), Value::String(v));
-    };
-    put("QueueArn", q.arn.clone());
-    put("ApproximateNumberOfMessages", visible.to_string());
-    put(
-        "ApproximateNumberOfMessagesNotVisible",
-        in_flight.to_string(),
-    );
-    put("ApproximateNumberOfMessagesDelayed", delayed.to_string());
-    put("CreatedTimestamp", (q.created_ms / 1000).to_string());
-    put(
-        "LastModifiedTimestamp",
-        (q.modified_ms() / 1000).to_string(),
-    );
-    put("VisibilityTimeout", s.visibility_timeout_s.to_string());
-    put("MaximumMessageSize", s.max_message_size.to_string());
-    put("MessageRetentionPeriod", s.retention_s.to_string());
-    put("DelaySeconds", s.delay_s.to_string());
-    put(
-        "ReceiveMessageWaitTimeSeconds",
-        s.receive_wait_s.to_string(),
-    );
-    put("SqsManagedSseEnabled", "false".into());
-    if let Some((text, _, _)) = &s.redrive {
-        put("RedrivePolicy", text.clone());
-    }
-    if s.fifo {
-        put("FifoQueue", "true".into());
-        put(
-            "ContentBasedDeduplication",
-            s.content_based_dedup.to_string(),
-        );
-    }
-    for (k, v) in &s.other {
-        put(k, v.clone());
-    }
-    m
-}
-
-fn same_settings(a: &Settings, b: &Settings) -> bool {
-    a.visibility_timeout_s == b.visibility_timeout_s
-        && a.delay_s == b.delay_s
-        && a.retention_s == b.retention_s
-        && a.max_message_size == b.max_message_size
-        && a.receive_wait_s == b.receive_wait_s
-        && a.redrive.as_ref().map(|r| (&r.1, r.2)) == b.redrive.as_ref().map(|r| (&r.1, r.2))
-        && a.fifo == b.fifo
-}
-
-/// Applies queue attributes given by a caller, checking each value.
-pub fn apply_settings(
-    mut s: Settings,
-    attrs: &BTreeMap<String, String>,
-    store: &Store,
-    creating: bool,
-) -> Result<Settings, ApiError> {
-    let number = |k: &str, v: &str, min: u32, max: u32| -> Result<u32, ApiError> {
-        v.trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid_attribute_value(format!("Invalid value for the parameter {k}."))
-            })
-    };
-    for (k, v) in attrs {
-        match k.as_str() {
-            "VisibilityTimeout" => s.visibility_timeout_s = number(k, v, 0, 43_200)?,
-            "DelaySeconds" => s.delay_s = number(k, v, 0, 900)?,
-            "MessageRetentionPeriod" => s.retention_s = number(k, v, 60, 1_209_600)?,
-            "MaximumMessageSize" => s.max_message_size = number(k, v, 1024, 262_144)?,
-            "ReceiveMessageWaitTimeSeconds" => s.receive_wait_s = number(k, v, 0, 20)?,
-            "RedrivePolicy" if v.is_empty() => s.redrive = None,
-            "RedrivePolicy" => s.redrive = Some(parse_redrive(v, store)?),
-            "FifoQueue" if creating => s.fifo = v == "true",
-            "ContentBasedDeduplication" => s.content_based_dedup = v == "true",
-            "FifoQueue" => {
-                return Err(ApiError::invalid_attribute_name("FifoQueue"));
-            }
-            "Policy"
-            | "KmsMasterKeyId"
-            | "KmsDataKeyReusePeriodSeconds"
-            | "RedriveAllowPolicy"
-            | "SqsManagedSseEnabled"
-            | "DeduplicationScope"
-            | "FifoThroughputLimit" => {
-                s.other.insert(k.clone(), v.clone());
-            }
-            other => return Err(ApiError::invalid_attribute_name(other)),
-        }
-    }
-    Ok(s)
-}
-
-fn parse_redrive(text: &str, store: &Store) -> Result<(String, String, u32), ApiError> {
-    let bad = |why: &str| {
-        ApiError::invalid_attribute_value(format!(
-            "Value {text} for parameter RedrivePolicy is invalid. Reason: {why}"
-        ))
-    };
-    let v: Value =
-        serde_json::from_str(text).map_err(|_| bad("Redrive policy is not a valid JSON map."))?;
-    let arn = v
-        .get("deadLetterTargetArn")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad("Redrive policy does not contain mandatory attribute: deadLetterTargetArn.")
-        })?;
-    let count = match v.get("maxReceiveCount") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .filter(|n| (1..=1000).contains(n))
-    .ok_or_else(|| bad("Invalid value for maxReceiveCount: must be an integer from 1 to 1000."))?;
-    if store.by_arn(arn).is_none() {
-        return Err(bad("Dead letter target does not exist."));
-    }
-    Ok((text.to_string(), arn.to_string(), count as u32))
 }

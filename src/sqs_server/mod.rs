@@ -7,9 +7,11 @@
 //! is a local endpoint, and listens on loopback unless told otherwise.
 //!
 //! - `api.rs`: the actions, on JSON-shaped documents
+//! - `attributes.rs`: queue attributes, redrive policies among them
 //! - `store.rs`: queues and message semantics
 //! - `query.rs`: translation between the Query protocol and those documents
 //! - `json.rs`: the JSON protocol's request bodies, bounded
+//! - `validate.rs`: AWS's rules for names, ids and values callers send
 //! - `md5.rs`, `error.rs`: digests and error shapes as AWS sends them
 //! - `attr.rs`: a message attribute as sent
 //!
@@ -19,7 +21,10 @@
 //! answer in AWS's shape, never a crash.
 
 pub mod api;
+#[cfg(test)]
+mod api_tests;
 pub mod attr;
+pub mod attributes;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
@@ -27,6 +32,7 @@ pub mod json;
 pub mod md5;
 pub mod query;
 pub mod store;
+pub mod validate;
 
 use std::convert::Infallible;
 use std::sync::Arc;
