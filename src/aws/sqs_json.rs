@@ -34,6 +34,9 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(35);
 /// Batch calls answer at once.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest answer read. A full receive is about 3 MB (ten 256 KiB messages
+/// and their attributes); anything far larger is not SQS speaking.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Credentials are renewed this long before they expire, as the SDK does.
 const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
 /// A clock this far off the endpoint's is corrected when signing (AWS refuses
@@ -187,7 +190,7 @@ impl SqsJson {
                     *request.method_mut() = Method::POST;
                     *request.uri_mut() = self.path.clone();
                     *request.headers_mut() = signed;
-                    pool.send(request)
+                    pool.send(request, MAX_ANSWER_BYTES)
                         .await
                         .map(|(head, body)| (head.status, head.headers, body))
                 }
@@ -200,10 +203,7 @@ impl SqsJson {
                         .await
                         .map_err(|e| Failure::Other(error_chain(&e)))?;
                     let (status, headers) = (response.status(), response.headers().clone());
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let body = read_capped(response, MAX_ANSWER_BYTES).await?;
                     Ok((status, headers, body))
                 }
             }
@@ -325,6 +325,26 @@ fn shifted(t: SystemTime, skew_s: i64) -> SystemTime {
     } else {
         t - by
     }
+}
+
+/// A reqwest answer's body, failing past `max` bytes.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Bytes, Failure> {
+    let too_large = || Failure::Other(format!("answer larger than {max} bytes"));
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Failure::Other(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SqsError> {
