@@ -5,14 +5,20 @@
 //!   by both hot paths (POSTs to a `http://` application, and the receive
 //!   and settle calls to a `http://` SQS endpoint). Answers are bounded:
 //!   sqsd never holds more of a body than it needs.
+//! - [`server`]: the accept loop and connection handling of sqsd's own
+//!   listeners (the admin endpoints and the embedded SQS endpoint), bounded
+//!   against clients that say nothing, send half a request, or open
+//!   connections until the process runs out of file descriptors.
 //!
 //! Uses nothing else of the crate.
 
 pub mod client;
+pub mod server;
 #[cfg(test)]
 pub mod testing;
 
 pub use client::Pool;
+pub use server::{serve, Limits, HEAD_TIMEOUT};
 
 /// Why no answer came.
 #[derive(Debug)]
