@@ -69,14 +69,15 @@ impl Poller {
                 r = self.queue.receive(slots.num_permits(), self.visibility_s, long) => r,
             };
             match received {
-                Ok(messages) => {
+                Ok(received) => {
                     if backoff.failures() > 0 {
                         tracing::info!("SQS is answering again");
                     }
                     backoff.reset();
                     long = true;
                     self.health.receive_ok();
-                    self.dispatch(messages.into_iter().map(Incoming::from).collect(), slots);
+                    let messages = received.messages.into_iter().map(Incoming::from);
+                    self.dispatch(messages.collect(), slots);
                 }
                 Err(e) => {
                     drop(slots);
