@@ -18,13 +18,13 @@ use super::policy::{self, Outcome, Settlement};
 use super::room::Place;
 use super::settle::{Action, Settler};
 use crate::admin::metrics::Metrics;
-use crate::app::{AppClient, Failure};
+use crate::app::{Application, Failure};
 use crate::config::SuccessCodes;
 use crate::time::Clock;
 
 /// Delivers messages and settles them.
 pub struct Dispatcher {
-    pub http: AppClient,
+    pub http: Arc<dyn Application>,
     pub template: Template,
     pub success_codes: SuccessCodes,
     pub error_visibility_s: u32,
@@ -183,3 +183,6 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,5 +16,7 @@ pub mod poller;
 pub mod room;
 pub mod run;
 pub mod settle;
+#[cfg(test)]
+mod testing;
 
 pub use run::{run, RunError};

@@ -131,7 +131,7 @@ impl Poller {
         let mut groups: Vec<(Option<String>, Vec<Held>)> = Vec::new();
         for (i, mut msg) in messages.into_iter().enumerate() {
             let handle = std::mem::take(&mut msg.receipt_handle);
-            msg.key = dispatcher.settler.hold(&msg.id, handle, deadline);
+            msg.key = dispatcher.settler.hold(&msg.id, handle, answered, deadline);
             msg.received = Some(answered);
             if i >= room {
                 dispatcher.give_back(&msg, "more messages than asked for");

@@ -240,7 +240,7 @@ pub async fn run(
         metrics.clone(),
     );
     let dispatcher = Arc::new(Dispatcher {
-        http: AppClient::new(&config)?,
+        http: Arc::new(AppClient::new(&config)?),
         template: Template::new(
             &config.worker_url,
             &config.http_path,

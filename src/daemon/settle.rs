@@ -34,6 +34,7 @@ use tokio::time::Instant;
 use crate::admin::metrics::Metrics;
 use crate::aws::sqs_json::{self, BatchEntry, BatchFailure};
 use crate::aws::{Queue, SqsError, MAX_BATCH};
+use crate::daemon::policy::MAX_VISIBILITY_S;
 
 /// What to do with one message once it is delivered (or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +115,7 @@ enum Command {
         key: Key,
         message_id: String,
         receipt_handle: String,
+        received: Instant,
         deadline: Instant,
     },
     Settle {
@@ -155,15 +157,23 @@ impl Settler {
         )
     }
 
-    /// Takes charge of a received message whose visibility runs out at
-    /// `deadline`; from now on its lease is renewed until it is settled.
-    pub fn hold(&self, message_id: &str, receipt_handle: String, deadline: Instant) -> Key {
+    /// Takes charge of a message received by an answer that came at
+    /// `received`, whose visibility runs out at `deadline`; from now on its
+    /// lease is renewed until it is settled.
+    pub fn hold(
+        &self,
+        message_id: &str,
+        receipt_handle: String,
+        received: Instant,
+        deadline: Instant,
+    ) -> Key {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         self.held.fetch_add(1, Ordering::Relaxed);
         let command = Command::Hold {
             key,
             message_id: message_id.to_string(),
             receipt_handle,
+            received,
             deadline,
         };
         if self.tx.send(command).is_err() {
@@ -232,6 +242,21 @@ struct Entry {
     failures: u32,
     /// When a failed settlement is tried again.
     retry_at: Option<Instant>,
+    /// When the receive that brought the message answered.
+    received: Instant,
+    /// Before the delete goes out again, stretch the visibility to cover the
+    /// whole time held (see [`Sent::Stretch`]).
+    stretch: bool,
+}
+
+impl Entry {
+    /// The call the next step goes out in.
+    fn kind(&self) -> Kind {
+        match self.next {
+            Next::Send(Action::Delete) if !self.stretch => Kind::Delete,
+            _ => Kind::Visibility,
+        }
+    }
 }
 
 /// What one entry of a call carried.
@@ -239,6 +264,13 @@ struct Entry {
 enum Sent {
     Renewal,
     Settlement(Action),
+    /// A visibility change covering the whole time the message was held,
+    /// before a delete is tried again. LocalStack (4.x) refuses to delete a
+    /// FIFO message once the visibility timeout last set, counted from the
+    /// *receive* rather than from the change, has passed ("The receipt
+    /// handle has expired"), although the message is still in flight. AWS
+    /// counts from the change and does not refuse such a delete.
+    Stretch,
 }
 
 struct Done {
@@ -364,6 +396,7 @@ impl State {
                 key,
                 message_id,
                 receipt_handle,
+                received,
                 deadline,
             } => {
                 let renew_at = self.renew_at(deadline);
@@ -378,6 +411,8 @@ impl State {
                         queued: None,
                         failures: 0,
                         retry_at: None,
+                        received,
+                        stretch: false,
                     },
                 );
                 self.timers.push(Due { at: renew_at, key });
@@ -414,10 +449,7 @@ impl State {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let kind = match entry.next {
-            Next::Send(action) => Kind::of(action),
-            Next::Renew(_) => Kind::Visibility,
-        };
+        let kind = entry.kind();
         if entry.queued == Some(kind) {
             return;
         }
@@ -486,16 +518,24 @@ impl State {
                 continue;
             }
             entry.queued = None;
-            let (sent, timeout) = match entry.next {
-                Next::Send(action) if Kind::of(action) == kind => match action {
-                    Action::Delete => (Sent::Settlement(action), None),
-                    Action::ChangeVisibility(s) => (Sent::Settlement(action), Some(s)),
-                },
-                Next::Renew(_) if kind == Kind::Visibility => {
-                    (Sent::Renewal, Some(self.terms.lease_s))
-                }
+            if entry.kind() != kind {
                 // Moved on to the other kind of call; it is queued there.
-                _ => continue,
+                continue;
+            }
+            let (sent, timeout) = match entry.next {
+                Next::Send(Action::Delete) if entry.stretch => {
+                    let held_s = entry.received.elapsed().as_secs().saturating_add(1);
+                    let cover = held_s.saturating_add(u64::from(self.terms.lease_s));
+                    (
+                        Sent::Stretch,
+                        Some(cover.min(u64::from(MAX_VISIBILITY_S)) as u32),
+                    )
+                }
+                Next::Send(action @ Action::Delete) => (Sent::Settlement(action), None),
+                Next::Send(action @ Action::ChangeVisibility(s)) => {
+                    (Sent::Settlement(action), Some(s))
+                }
+                Next::Renew(_) => (Sent::Renewal, Some(self.terms.lease_s)),
             };
             entry.busy = true;
             keys.push((key, sent));
@@ -509,6 +549,15 @@ impl State {
         if keys.is_empty() {
             return;
         }
+        tracing::debug!(
+            action = kind.call().name(),
+            entries = keys.len(),
+            renewals = keys
+                .iter()
+                .filter(|(_, s)| matches!(s, Sent::Renewal))
+                .count(),
+            "settle call"
+        );
         let calls = self.calls.clone();
         let metrics = self.metrics.clone();
         self.in_flight.spawn(async move {
@@ -633,6 +682,9 @@ impl State {
                 } else {
                     retry_at(entry, now, self.terms.linger)
                 };
+                if action == Action::Delete && reason.contains("receipt handle has expired") {
+                    entry.stretch = true;
+                }
                 match retry {
                     Some(at) => {
                         entry.retry_at = Some(at);
@@ -648,6 +700,22 @@ impl State {
             // A different settlement was decided while this call was under
             // way; it goes out below.
             (Sent::Settlement(_), _) => {}
+            (Sent::Stretch, None) => entry.stretch = false,
+            (Sent::Stretch, Some((for_good, reason))) => {
+                let retry = if for_good {
+                    None
+                } else {
+                    retry_at(entry, now, self.terms.linger)
+                };
+                match retry {
+                    Some(at) => {
+                        entry.retry_at = Some(at);
+                        self.timers.push(Due { at, key });
+                    }
+                    None => self.give_up(key, &reason),
+                }
+                return;
+            }
         }
         // A settlement decided while the call was under way goes out now.
         if matches!(entry.next, Next::Send(_)) {

@@ -1,60 +1,17 @@
 //! The settler against an in-memory stand-in for the two batch calls, with
 //! paused time: what it sends, when, and in which order.
 
-use std::sync::Mutex;
-
 use super::*;
-
-#[derive(Clone, Debug)]
-struct Call {
-    at: Instant,
-    kind: Kind,
-    /// Receipt handle and visibility of each entry.
-    entries: Vec<(String, Option<u32>)>,
-}
-
-type Answer = dyn Fn(&Call, usize) -> Result<Vec<BatchFailure>, SqsError> + Send + Sync;
-
-struct Fake {
-    calls: Mutex<Vec<Call>>,
-    answer: Box<Answer>,
-    latency: Duration,
-}
-
-impl BatchCalls for Fake {
-    fn batch<'a>(&'a self, kind: Kind, entries: &'a [BatchEntry<'a>]) -> Calls<'a> {
-        Box::pin(async move {
-            let call = Call {
-                at: Instant::now(),
-                kind,
-                entries: entries
-                    .iter()
-                    .map(|e| (e.receipt_handle.to_string(), e.visibility_timeout))
-                    .collect(),
-            };
-            let n = {
-                let mut calls = self.calls.lock().unwrap();
-                calls.push(call.clone());
-                calls.len()
-            };
-            tokio::time::sleep(self.latency).await;
-            (self.answer)(&call, n)
-        })
-    }
-}
+use crate::daemon::testing::{Call, FakeSqs};
 
 fn fake(
     answer: impl Fn(&Call, usize) -> Result<Vec<BatchFailure>, SqsError> + Send + Sync + 'static,
-) -> Arc<Fake> {
-    Arc::new(Fake {
-        calls: Mutex::new(Vec::new()),
-        answer: Box::new(answer),
-        latency: Duration::from_millis(15),
-    })
+) -> Arc<FakeSqs> {
+    FakeSqs::new(Duration::from_millis(15), answer)
 }
 
-fn ok() -> Arc<Fake> {
-    fake(|_, _| Ok(Vec::new()))
+fn ok() -> Arc<FakeSqs> {
+    FakeSqs::ok()
 }
 
 fn terms(lease_s: u32) -> Terms {
@@ -65,14 +22,14 @@ fn terms(lease_s: u32) -> Terms {
     }
 }
 
-fn start(calls: Arc<Fake>, lease_s: u32) -> (Settler, SettlerTask, Arc<Metrics>) {
+fn start(calls: Arc<FakeSqs>, lease_s: u32) -> (Settler, SettlerTask, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let (s, t) = Settler::spawn(calls, terms(lease_s), metrics.clone());
     (s, t, metrics)
 }
 
-fn calls(f: &Fake) -> Vec<Call> {
-    f.calls.lock().unwrap().clone()
+fn calls(f: &FakeSqs) -> Vec<Call> {
+    f.calls()
 }
 
 fn refused(id: usize, sender_fault: bool) -> BatchFailure {
@@ -88,6 +45,11 @@ fn refused(id: usize, sender_fault: bool) -> BatchFailure {
     }
 }
 
+/// Holds a message received now.
+fn hold(s: &Settler, id: &str, handle: String, deadline: Instant) -> Key {
+    s.hold(id, handle, Instant::now(), deadline)
+}
+
 /// Lets the settler run until paused time has moved `d` on.
 async fn wait(d: Duration) {
     tokio::time::sleep(d).await;
@@ -99,7 +61,7 @@ async fn deletes_go_out_ten_at_a_time_and_the_rest_after_the_linger() {
     let (s, task, metrics) = start(f.clone(), 30);
     let deadline = Instant::now() + Duration::from_secs(30);
     let keys: Vec<Key> = (0..25)
-        .map(|i| s.hold(&format!("m{i}"), format!("r{i}"), deadline))
+        .map(|i| hold(&s, &format!("m{i}"), format!("r{i}"), deadline))
         .collect();
     for k in &keys {
         s.settle(*k, Action::Delete);
@@ -137,7 +99,12 @@ async fn a_delete_is_retried_while_sqs_is_down_until_it_goes_through() {
         }
     });
     let (s, task, metrics) = start(f.clone(), 30);
-    let k = s.hold("m", "r".into(), Instant::now() + Duration::from_secs(30));
+    let k = hold(
+        &s,
+        "m",
+        "r".into(),
+        Instant::now() + Duration::from_secs(30),
+    );
     s.settle(k, Action::Delete);
     wait(Duration::from_secs(10)).await;
     let tries = calls(&f).len();
@@ -162,7 +129,7 @@ async fn a_delete_is_given_up_only_when_the_visibility_runs_out() {
     let f = fake(|_, _| Err(SqsError::transient("connection refused")));
     let (s, task, metrics) = start(f.clone(), 30);
     let deadline = Instant::now() + Duration::from_secs(4);
-    let k = s.hold("m", "r".into(), deadline);
+    let k = hold(&s, "m", "r".into(), deadline);
     s.settle(k, Action::Delete);
     wait(Duration::from_secs(8)).await;
     let all = calls(&f);
@@ -189,7 +156,12 @@ async fn a_delete_is_given_up_only_when_the_visibility_runs_out() {
 async fn a_refusal_for_good_is_not_retried() {
     let f = fake(|c, _| Ok((0..c.entries.len()).map(|i| refused(i, true)).collect()));
     let (s, _task, metrics) = start(f.clone(), 30);
-    let k = s.hold("m", "r".into(), Instant::now() + Duration::from_secs(30));
+    let k = hold(
+        &s,
+        "m",
+        "r".into(),
+        Instant::now() + Duration::from_secs(30),
+    );
     s.settle(k, Action::Delete);
     wait(Duration::from_secs(5)).await;
     assert_eq!(calls(&f).len(), 1);
@@ -216,7 +188,7 @@ async fn one_refused_entry_does_not_hold_back_the_others() {
     let (s, _task, metrics) = start(f.clone(), 30);
     let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..3 {
-        let k = s.hold(&format!("m{i}"), format!("r{i}"), deadline);
+        let k = hold(&s, &format!("m{i}"), format!("r{i}"), deadline);
         s.settle(k, Action::Delete);
     }
     wait(Duration::from_secs(5)).await;
@@ -231,7 +203,7 @@ async fn held_messages_are_renewed_before_the_lease_runs_out() {
     let f = ok();
     let (s, _task, metrics) = start(f.clone(), 6);
     let t0 = Instant::now();
-    s.hold("m", "r".into(), t0 + Duration::from_secs(6));
+    hold(&s, "m", "r".into(), t0 + Duration::from_secs(6));
     wait(Duration::from_secs(30)).await;
     let all = calls(&f);
     assert!(
@@ -263,7 +235,8 @@ async fn renewals_due_close_together_share_one_call() {
     let t0 = Instant::now();
     for i in 0..10 {
         // Received over one second.
-        s.hold(
+        hold(
+            &s,
             &format!("m{i}"),
             format!("r{i}"),
             t0 + Duration::from_secs(30) + Duration::from_millis(100 * i),
@@ -279,7 +252,12 @@ async fn renewals_due_close_together_share_one_call() {
 async fn fast_messages_cost_no_renewal() {
     let f = ok();
     let (s, _task, _) = start(f.clone(), 30);
-    let k = s.hold("m", "r".into(), Instant::now() + Duration::from_secs(30));
+    let k = hold(
+        &s,
+        "m",
+        "r".into(),
+        Instant::now() + Duration::from_secs(30),
+    );
     wait(Duration::from_millis(5)).await;
     s.settle(k, Action::Delete);
     wait(Duration::from_secs(60)).await;
@@ -291,14 +269,10 @@ async fn fast_messages_cost_no_renewal() {
 #[tokio::test(start_paused = true)]
 async fn a_settlement_replaces_a_queued_renewal_and_never_follows_it_late() {
     // Renewals take 2 s to answer; the retry delay is decided meanwhile.
-    let f = Arc::new(Fake {
-        calls: Mutex::new(Vec::new()),
-        answer: Box::new(|_, _| Ok(Vec::new())),
-        latency: Duration::from_secs(2),
-    });
+    let f = FakeSqs::new(Duration::from_secs(2), |_, _| Ok(Vec::new()));
     let (s, _task, _) = start(f.clone(), 3);
     let t0 = Instant::now();
-    let k = s.hold("m", "r".into(), t0 + Duration::from_secs(3));
+    let k = hold(&s, "m", "r".into(), t0 + Duration::from_secs(3));
     // The renewal goes out at 2 s (a third of the lease before its end).
     wait(Duration::from_millis(2500)).await;
     assert_eq!(calls(&f).len(), 1);
@@ -322,7 +296,7 @@ async fn a_delete_cancels_the_renewal_waiting_for_its_batch() {
     let f = ok();
     let (s, _task, _) = start(f.clone(), 3);
     let t0 = Instant::now();
-    let a = s.hold("a", "ra".into(), t0 + Duration::from_secs(3));
+    let a = hold(&s, "a", "ra".into(), t0 + Duration::from_secs(3));
     // The renewal is due at 2 s; the delete comes within the linger.
     wait(Duration::from_millis(2005)).await;
     s.settle(a, Action::Delete);
@@ -343,7 +317,7 @@ async fn a_refused_renewal_is_counted_and_the_settlement_still_goes_out() {
         })
     });
     let (s, _task, metrics) = start(f.clone(), 3);
-    let k = s.hold("m", "r".into(), Instant::now() + Duration::from_secs(3));
+    let k = hold(&s, "m", "r".into(), Instant::now() + Duration::from_secs(3));
     wait(Duration::from_secs(10)).await;
     assert_eq!(metrics.lease_renewal_failures.get(), 1);
     assert_eq!(calls(&f).len(), 1, "no renewal after a refusal for good");
@@ -358,9 +332,9 @@ async fn shutdown_flushes_at_once_and_gives_back_what_nobody_settled() {
     let f = ok();
     let (s, task, _) = start(f.clone(), 30);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let k = s.hold("done", "r1".into(), deadline);
+    let k = hold(&s, "done", "r1".into(), deadline);
     s.settle(k, Action::Delete);
-    s.hold("orphan", "r2".into(), deadline);
+    hold(&s, "orphan", "r2".into(), deadline);
     drop(s);
     let t0 = Instant::now();
     let left = task.finish(t0 + Duration::from_secs(5)).await;
@@ -383,7 +357,8 @@ async fn shutdown_reports_what_sqs_never_accepted() {
     let f = fake(|_, _| Err(SqsError::transient("connection refused")));
     let (s, task, metrics) = start(f.clone(), 300);
     for i in 0..3 {
-        let k = s.hold(
+        let k = hold(
+            &s,
             &format!("m{i}"),
             format!("r{i}"),
             Instant::now() + Duration::from_secs(300),
@@ -411,11 +386,7 @@ async fn shutdown_reports_what_sqs_never_accepted() {
 
 #[tokio::test(start_paused = true)]
 async fn calls_under_way_are_bounded() {
-    let f = Arc::new(Fake {
-        calls: Mutex::new(Vec::new()),
-        answer: Box::new(|_, _| Ok(Vec::new())),
-        latency: Duration::from_secs(1),
-    });
+    let f = FakeSqs::new(Duration::from_secs(1), |_, _| Ok(Vec::new()));
     let metrics = Arc::new(Metrics::new());
     let (s, _task) = Settler::spawn(
         f.clone(),
@@ -427,7 +398,7 @@ async fn calls_under_way_are_bounded() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     for i in 0..50 {
-        let k = s.hold(&format!("m{i}"), format!("r{i}"), deadline);
+        let k = hold(&s, &format!("m{i}"), format!("r{i}"), deadline);
         s.settle(k, Action::Delete);
     }
     wait(Duration::from_millis(500)).await;
@@ -435,4 +406,43 @@ async fn calls_under_way_are_bounded() {
     wait(Duration::from_secs(3)).await;
     assert_eq!(calls(&f).len(), 5);
     assert_eq!(metrics.deleted.get(), 50);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_refused_for_an_expired_handle_stretches_the_visibility_first() {
+    // LocalStack's FIFO queues refuse a delete once the last visibility
+    // timeout, counted from the receive, has passed.
+    let f = fake(|c, n| {
+        Ok(match (c.kind, n) {
+            (Kind::Delete, 1) => vec![BatchFailure {
+                id: "0".into(),
+                sender_fault: false,
+                code: "InvalidParameterValueException".into(),
+                message: Some("Value x for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired.".into()),
+            }],
+            _ => Vec::new(),
+        })
+    });
+    let (s, _task, metrics) = start(f.clone(), 30);
+    let k = hold(
+        &s,
+        "m",
+        "r".into(),
+        Instant::now() + Duration::from_secs(30),
+    );
+    wait(Duration::from_secs(12)).await;
+    s.settle(k, Action::Delete);
+    wait(Duration::from_secs(5)).await;
+    let sent: Vec<(Kind, Option<u32>)> =
+        calls(&f).iter().map(|c| (c.kind, c.entries[0].1)).collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(sent[0], (Kind::Delete, None));
+    assert_eq!(sent[1].0, Kind::Visibility);
+    let stretched = sent[1].1.unwrap();
+    assert!(
+        (42..=44).contains(&stretched),
+        "stretch of {stretched} s for 12 s held + 30 s lease"
+    );
+    assert_eq!(sent[2], (Kind::Delete, None));
+    assert_eq!(metrics.deleted.get(), 1);
 }
