@@ -142,7 +142,7 @@ impl SqsJson {
         queue_url: &str,
         max: usize,
         wait_s: u32,
-        visibility_s: u32,
+        visibility_s: Option<u32>,
     ) -> Result<Received, SqsError> {
         let input = ReceiveInput {
             queue_url,
@@ -431,7 +431,9 @@ struct ReceiveInput<'a> {
     queue_url: &'a str,
     max_number_of_messages: usize,
     wait_time_seconds: u32,
-    visibility_timeout: u32,
+    /// Left out to keep the queue's own visibility timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visibility_timeout: Option<u32>,
     /// Older servers know only this name for the system attributes.
     attribute_names: &'a [&'a str],
     message_system_attribute_names: &'a [&'a str],
@@ -610,7 +612,7 @@ mod tests {
             queue_url: "http://q/1/a",
             max_number_of_messages: 10,
             wait_time_seconds: 20,
-            visibility_timeout: 30,
+            visibility_timeout: Some(30),
             attribute_names: ALL,
             message_system_attribute_names: ALL,
             message_attribute_names: ALL,
@@ -884,7 +886,10 @@ mod tests {
         .await;
         let (creds, _) = provider(None);
         let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
-        let received = client.receive("http://q/1/a", 10, 0, 30).await.unwrap();
+        let received = client
+            .receive("http://q/1/a", 10, 0, Some(30))
+            .await
+            .unwrap();
         assert_eq!(received.messages.len(), 1);
         let expected = httpdate::parse_http_date("Sun, 22 Nov 2026 08:00:00 GMT").unwrap();
         let expected = expected.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -903,7 +908,7 @@ mod tests {
         .await;
         let (creds, _) = provider(None);
         let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
-        let Err(e) = client.receive("http://q/1/a", 10, 0, 30).await else {
+        let Err(e) = client.receive("http://q/1/a", 10, 0, Some(30)).await else {
             panic!("an answer past the cap was read");
         };
         assert!(!e.permanent);
