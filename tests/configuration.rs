@@ -490,3 +490,68 @@ async fn custom_endpoint_needs_no_credentials_or_region() {
         d.log_text()
     );
 }
+
+#[test]
+fn visibility_lease_in_each_spelling_help_and_check_config() {
+    let (code, out, _) = run_to_end(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "--visibility-lease",
+        "SQSD_VISIBILITY_LEASE",
+        "[default: 30s]",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from --help:\n{out}");
+    }
+
+    let file = temp_file("lease.yaml", "visibility_lease: 90\n");
+    let path = file.to_str().unwrap();
+    let cases: &[Case] = &[
+        (&[], &[], "visibility_lease: \"30s\"  # default"),
+        (&["--config", path], &[], "visibility_lease: \"90\"  # file"),
+        (
+            &["--config", path],
+            &[("SQSD_VISIBILITY_LEASE", "2m")],
+            "visibility_lease: \"2m\"  # environment variable SQSD_VISIBILITY_LEASE",
+        ),
+        (
+            &["--config", path, "--visibility-lease", "0"],
+            &[("SQSD_VISIBILITY_LEASE", "2m")],
+            "visibility_lease: \"0\"  # flag --visibility-lease",
+        ),
+    ];
+    for (flags, env, line) in cases {
+        let mut args = vec!["check-config", "--queue-url", Q];
+        args.extend_from_slice(flags);
+        let (code, out, err) = run_to_end(&args, env);
+        assert_eq!(code, 0, "{flags:?} {env:?}: {err}");
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    let _ = std::fs::remove_file(file);
+
+    let refused: &[Case] = &[
+        (
+            &["--visibility-lease", "43201"],
+            &[],
+            "flag --visibility-lease",
+        ),
+        (
+            &[],
+            &[("SQSD_VISIBILITY_LEASE", "1.5")],
+            "environment variable SQSD_VISIBILITY_LEASE",
+        ),
+    ];
+    for (flags, env, source) in refused {
+        let mut args = vec!["check-config", "--queue-url", Q];
+        args.extend_from_slice(flags);
+        let (code, _, err) = run_to_end(&args, env);
+        assert_eq!(code, 64, "{flags:?} {env:?}: {err}");
+        assert!(
+            err.contains("visibility_lease") && err.contains(source),
+            "{err}"
+        );
+        assert!(
+            err.contains("43200s") || err.contains("whole number"),
+            "{err}"
+        );
+    }
+}

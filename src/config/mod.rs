@@ -302,6 +302,10 @@ pub struct Config {
     /// Whole seconds, as SQS takes it.
     pub visibility_timeout: u32,
     pub error_visibility_timeout: u32,
+    /// Seconds: messages are received with `min(visibility_timeout, this)`
+    /// and renewed while held; 0 = off (receive with `visibility_timeout`,
+    /// as EB's daemon does).
+    pub visibility_lease: u32,
     pub retention_period: Duration,
     pub max_retries: u32,
     pub endpoint_url: Option<String>,
@@ -349,6 +353,7 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
         error_visibility_timeout: p.field(ERROR_VISIBILITY_TIMEOUT, |v| {
             parse::whole_seconds(v, 0, 43200)
         }),
+        visibility_lease: p.field(VISIBILITY_LEASE, |v| parse::whole_seconds(v, 0, 43200)),
         retention_period: p.field(RETENTION_PERIOD, |v| parse::duration_in(v, 60, 1_209_600)),
         max_retries: p.field(MAX_RETRIES, |v| parse::integer(v, 1, 100)),
         endpoint_url: p.optional(ENDPOINT_URL, parse::endpoint_url),

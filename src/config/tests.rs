@@ -365,3 +365,53 @@ fn each_unknown_key_is_named_once_and_known_keys_listed_once() {
     };
     assert!(err.to_string().len() < 4096, "{err}");
 }
+
+#[test]
+fn visibility_lease_defaults_to_30s_and_takes_each_spelling() {
+    let lease = |flags: &[(&str, &str)], env: &[(&str, &str)], file: Option<&str>| {
+        let mut all = vec![("queue_url", QUEUE)];
+        all.extend_from_slice(flags);
+        match load_with(&all, env, file) {
+            Ok(loaded) => loaded.config.visibility_lease,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(lease(&[], &[], None), 30);
+    assert_eq!(lease(&[], &[], Some("visibility_lease: 90\n")), 90);
+    assert_eq!(lease(&[], &[("SQSD_VISIBILITY_LEASE", "2m")], None), 120);
+    assert_eq!(lease(&[("visibility_lease", "0")], &[], None), 0);
+    assert_eq!(lease(&[("visibility_lease", "43200")], &[], None), 43200);
+    // The flag beats the environment, which beats the file.
+    assert_eq!(
+        lease(
+            &[("visibility_lease", "45s")],
+            &[("SQSD_VISIBILITY_LEASE", "60")],
+            Some("visibility_lease: 90\n")
+        ),
+        45
+    );
+}
+
+#[test]
+fn visibility_lease_out_of_range_or_fractional_is_refused() {
+    for (text, needle) in [
+        ("43201", "allowed 0s to 43200s"),
+        ("1.5", "whole number of seconds"),
+        ("1500ms", "whole number of seconds"),
+        ("-1", ""),
+        ("soon", ""),
+    ] {
+        let err = match load_with(
+            &[("queue_url", QUEUE)],
+            &[("SQSD_VISIBILITY_LEASE", text)],
+            None,
+        ) {
+            Err(e) => e,
+            Ok(loaded) => panic!("{text} accepted as {}", loaded.config.visibility_lease),
+        };
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].setting, VISIBILITY_LEASE);
+        assert_eq!(err.problems[0].source, Source::Env("SQSD_VISIBILITY_LEASE"));
+        assert!(err.problems[0].message.contains(needle), "{text}: {err}");
+    }
+}
