@@ -171,3 +171,33 @@ async fn visibility_timeout_zero_on_a_queue_whose_own_is_zero_is_refused() {
         d.log_text()
     );
 }
+
+/// libfaketime, installed by `scripts/test-env.sh`, to run the daemon with
+/// a wall clock that is off.
+fn faketime_lib() -> String {
+    std::env::var("SQSD_TEST_FAKETIME_LIB")
+        .expect("SQSD_TEST_FAKETIME_LIB is not set: run the suite through scripts/test.sh")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_clock_ahead_of_sqs_does_not_expire_fresh_messages() {
+    // Old behaviour: the age was the host clock minus SQS's first-receive
+    // time, so a host clock 2 minutes fast deleted every message unsent
+    // as "expired" with a 60 s retention period.
+    let queue = TestQueue::new("skewed").await;
+    let app = App::ok().await;
+    let id = queue.send("fresh").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "+120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.for_message(&id).len(), 1, "{}", d.log_text());
+    assert_eq!(d.metric("sqsd_messages_expired_total").await, 0.0);
+    assert_eq!(d.metric("sqsd_messages_deleted_total").await, 1.0);
+}

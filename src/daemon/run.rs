@@ -20,7 +20,7 @@ use super::deliver::Dispatcher;
 use super::message::Template;
 use super::poller::{poller_count, Poller, Visibility};
 use super::room::Room;
-use super::settle::{Settler, Terms};
+use super::settle::{Settler, SettlerTask, Terms};
 use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
@@ -314,36 +314,13 @@ pub async fn run(
     if result.is_err() {
         pollers.abort_all();
     }
-    deliveries.close();
-    tracing::info!(
-        in_flight = deliveries.len(),
-        drain_timeout = ?config.drain_timeout,
-        "stopping: no new receives; draining what is in flight"
-    );
-    let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
-    let drain = async {
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
+    let stopping = Stopping {
+        pollers,
+        deliveries,
+        abort,
+        settler: settler_task,
     };
-    if tokio::time::timeout_at(drain_deadline, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            abandoned = deliveries.len(),
-            "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
-        );
-        abort.cancel();
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
-    }
-
-    let _ = scheduler_task.await;
-    // Every delivery has decided how its message ends; the settler sends
-    // what is left, retrying until the drain deadline (with a short grace
-    // for the releases of POSTs abandoned at that deadline).
-    let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
-    let unsettled = settler_task.finish(flush_deadline).await;
+    let (unsettled, _) = tokio::join!(stopping.drain(config.drain_timeout), scheduler_task);
     if unsettled > 0 && result.is_ok() {
         result = Err(RunError::Unsettled(unsettled));
     }
@@ -351,6 +328,52 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("sqsd stopped");
     result
+}
+
+/// What is still running once the daemon stops receiving.
+struct Stopping {
+    pollers: JoinSet<()>,
+    deliveries: TaskTracker,
+    abort: CancellationToken,
+    settler: SettlerTask,
+}
+
+impl Stopping {
+    /// The shutdown sequence. Receives under way finish and give back what
+    /// they bring; POSTs under way may finish until `drain_timeout`. Past
+    /// it, the rest are abandoned and their messages released. Then the
+    /// settler sends everything left, retrying until the drain deadline
+    /// (with a short grace for the releases of abandoned POSTs). Returns
+    /// how many messages SQS never accepted a settlement for.
+    async fn drain(mut self, drain_timeout: std::time::Duration) -> usize {
+        self.deliveries.close();
+        tracing::info!(
+            in_flight = self.deliveries.len(),
+            drain_timeout = ?drain_timeout,
+            "stopping: no new receives; draining what is in flight"
+        );
+        let drain_deadline = tokio::time::Instant::now() + drain_timeout;
+        let pollers = &mut self.pollers;
+        let deliveries = &self.deliveries;
+        let drain = async {
+            while pollers.join_next().await.is_some() {}
+            deliveries.wait().await;
+        };
+        if tokio::time::timeout_at(drain_deadline, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = self.deliveries.len(),
+                "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
+            );
+            self.abort.cancel();
+            while self.pollers.join_next().await.is_some() {}
+            self.deliveries.wait().await;
+        }
+        let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
+        self.settler.finish(flush_deadline).await
+    }
 }
 
 /// This daemon's name in the cron table: host, process and a random part,
@@ -364,3 +387,6 @@ fn instance_id() -> String {
         .unwrap_or_else(|| "unknown-host".into());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
 }
+
+#[cfg(test)]
+mod tests;
