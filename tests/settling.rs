@@ -201,3 +201,50 @@ async fn a_host_clock_ahead_of_sqs_does_not_expire_fresh_messages() {
     assert_eq!(d.metric("sqsd_messages_expired_total").await, 0.0);
     assert_eq!(d.metric("sqsd_messages_deleted_total").await, 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_held_by_a_daemon_that_dies_is_back_within_the_lease() {
+    let queue = TestQueue::new("lease").await;
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(600))).await;
+    let id = queue.send("held when the daemon dies").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend([
+        "--visibility-timeout".into(),
+        "300".into(),
+        "--visibility-lease".into(),
+        "4".into(),
+    ]);
+    let mut d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    // Held past a few leases: renewed, never handed out twice.
+    eventually(WAIT, "two renewals", || async {
+        (d.metric("sqsd_lease_renewals_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.for_message(&id).len(), 1);
+    d.kill9();
+    let killed = std::time::Instant::now();
+    // With EB's behaviour the message would stay hidden for the whole
+    // visibility timeout (300 s). With a 4 s lease it is back within the
+    // lease; the dead daemon's long polls, still open on the server for up
+    // to 20 s, may each catch it once more, but each only for a lease.
+    let client = common::client();
+    let back = eventually(Duration::from_secs(60), "the message visible again", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(back, id);
+    let after = killed.elapsed();
+    assert!(after <= Duration::from_secs(30), "back after {after:?}");
+}

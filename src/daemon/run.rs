@@ -89,13 +89,8 @@ const MAX_SETTLE_CALLS: usize = 16;
 /// drain deadline, so their releases still reach SQS.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The lease when `visibility_lease` is not configured.
-const DEFAULT_LEASE_S: u32 = 30;
-
-/// How received messages are kept invisible: the visibility each receive
-/// asks for, and the lease the settler keeps renewing. `visibility_timeout:
-/// 0` means the queue's own VisibilityTimeout (the receive then leaves the
-/// parameter out when no shorter lease is asked for).
+/// How received messages are kept invisible, from the configuration and the
+/// queue's own VisibilityTimeout.
 fn visibility(
     config: &Config,
     attributes: &HashMap<QueueAttributeName, String>,
@@ -103,31 +98,43 @@ fn visibility(
     let queue_own = attributes
         .get(&QueueAttributeName::VisibilityTimeout)
         .and_then(|v| v.parse::<u32>().ok());
-    let effective = match config.visibility_timeout {
+    plan_visibility(
+        config.visibility_timeout,
+        config.visibility_lease,
+        queue_own,
+    )
+    .ok_or_else(|| {
+        RunError::Queue(QueueError::Unusable {
+            url: config.queue_url.clone(),
+            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the \
+                         queue's VisibilityTimeout is 0: every message would be handed out again \
+                         at once; set visibility_timeout or the queue's VisibilityTimeout"
+                .into(),
+        })
+    })
+}
+
+/// The visibility each receive asks for, and the lease the settler keeps
+/// renewing while a message is held. `timeout` 0 means the queue's own
+/// VisibilityTimeout (`queue_own`); the receive then leaves the parameter out
+/// unless a shorter lease is asked for. `lease` 0 turns leases off (EB's
+/// behaviour): messages are received for the whole visibility timeout, and
+/// renewed only while a POST or its FIFO group outlives it. `None` when the
+/// visibility would be 0, which hands every message out again at once.
+fn plan_visibility(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<Visibility> {
+    let effective = match timeout {
         0 => queue_own.unwrap_or(0),
         v => v,
     };
     if effective == 0 {
-        return Err(RunError::Queue(QueueError::Unusable {
-            url: config.queue_url.clone(),
-            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the queue's \
-                     VisibilityTimeout is 0: every message would be handed out again at once; \
-                     set visibility_timeout or the queue's VisibilityTimeout"
-                .into(),
-        }));
+        return None;
     }
-    let lease = DEFAULT_LEASE_S;
-    let lease_s = if lease == 0 {
-        effective
-    } else {
-        effective.min(lease)
+    let lease_s = match lease {
+        0 => effective,
+        l => effective.min(l),
     };
-    let receive_s = if config.visibility_timeout == 0 && lease_s == effective {
-        None
-    } else {
-        Some(lease_s)
-    };
-    Ok(Visibility { receive_s, lease_s })
+    let receive_s = (timeout != 0 || lease_s != effective).then_some(lease_s);
+    Some(Visibility { receive_s, lease_s })
 }
 
 /// How long startup waits for DynamoDB to answer about the cron table.

@@ -117,3 +117,30 @@ async fn deletes_sqs_never_accepts_are_retried_to_the_deadline_then_counted() {
     );
     assert!(down.calls().len() > 3, "{} calls", down.calls().len());
 }
+
+fn planned(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<(Option<u32>, u32)> {
+    plan_visibility(timeout, lease, queue_own).map(|v| (v.receive_s, v.lease_s))
+}
+
+#[test]
+fn messages_are_received_for_the_lease_when_it_is_shorter() {
+    assert_eq!(planned(300, 30, Some(45)), Some((Some(30), 30)));
+    assert_eq!(planned(10, 30, Some(45)), Some((Some(10), 10)));
+}
+
+#[test]
+fn lease_zero_receives_for_the_whole_visibility_timeout() {
+    assert_eq!(planned(300, 0, Some(45)), Some((Some(300), 300)));
+    assert_eq!(planned(0, 0, Some(45)), Some((None, 45)));
+}
+
+#[test]
+fn visibility_timeout_zero_means_the_queues_own() {
+    // The queue's own is shorter than the lease: the receive leaves it out.
+    assert_eq!(planned(0, 30, Some(20)), Some((None, 20)));
+    // The lease is shorter: the receive asks for the lease.
+    assert_eq!(planned(0, 30, Some(120)), Some((Some(30), 30)));
+    // Nothing usable: refused at start.
+    assert_eq!(planned(0, 30, Some(0)), None);
+    assert_eq!(planned(0, 30, None), None);
+}
