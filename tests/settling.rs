@@ -248,3 +248,47 @@ async fn a_message_held_by_a_daemon_that_dies_is_back_within_the_lease() {
     let after = killed.elapsed();
     assert!(after <= Duration::from_secs(30), "back after {after:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
+    let queue = TestQueue::new("aged").await;
+    let app = App::ok().await;
+    let id = queue.send("too old").await;
+    // A first receive starts the message's age on SQS's clock.
+    let client = common::client();
+    let first = eventually(WAIT, "the first receive", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .visibility_timeout(1)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(first, id);
+    let received = std::time::Instant::now();
+    // The retention period (60 s, the least allowed) has to pass on SQS.
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(received.elapsed())).await;
+    // On a host clock two minutes behind, the message looks a minute young.
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "-120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    queue.wait_empty(WAIT).await;
+    eventually(WAIT, "the expired count", || async {
+        (d.metric("sqsd_messages_expired_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.count(), 0, "an expired message is deleted unsent");
+}
