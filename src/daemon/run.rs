@@ -6,7 +6,10 @@
 //! up to the drain timeout (then abandon and release them), flush every
 //! pending delete and visibility change, stop the admin listener.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -15,14 +18,15 @@ use tokio_util::task::TaskTracker;
 
 use super::deliver::Dispatcher;
 use super::message::Template;
-use super::poller::{poller_count, Poller};
-use super::settle::{self, Settler};
+use super::poller::{poller_count, Poller, Visibility};
+use super::room::Room;
+use super::settle::{Settler, SettlerTask, Terms};
 use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
 use crate::app::AppClient;
 use crate::aws::sqs_json::SqsJson;
-use crate::aws::{self, queue, Queue, QueueError, MAX_BATCH};
+use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::Config;
 use crate::cron::claims::Claims;
 use crate::cron::{CronSource, Scheduler};
@@ -43,6 +47,8 @@ pub enum RunError {
     HttpClient(#[from] reqwest::Error),
     #[error("a receive loop stopped unexpectedly")]
     LoopDied,
+    #[error("{0} message(s) left unsettled at shutdown (each is logged with its id); SQS will deliver them again")]
+    Unsettled(usize),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -67,9 +73,68 @@ impl RunError {
             | RunError::Endpoint(_)
             | RunError::CronFile(_)
             | RunError::CronTable(_) => 64,
+            RunError::Unsettled(_) => EXIT_UNSETTLED,
             _ => 1,
         }
     }
+}
+
+/// Exit code when shutdown could not settle everything (EX_TEMPFAIL).
+pub const EXIT_UNSETTLED: u8 = 75;
+
+/// Batch calls to SQS under way at once.
+const MAX_SETTLE_CALLS: usize = 16;
+
+/// The least time the final flush gets after POSTs were abandoned at the
+/// drain deadline, so their releases still reach SQS.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How received messages are kept invisible, from the configuration and the
+/// queue's own VisibilityTimeout.
+fn visibility(
+    config: &Config,
+    attributes: &HashMap<QueueAttributeName, String>,
+) -> Result<Visibility, RunError> {
+    let queue_own = attributes
+        .get(&QueueAttributeName::VisibilityTimeout)
+        .and_then(|v| v.parse::<u32>().ok());
+    plan_visibility(
+        config.visibility_timeout,
+        config.visibility_lease,
+        queue_own,
+    )
+    .ok_or_else(|| {
+        RunError::Queue(QueueError::Unusable {
+            url: config.queue_url.clone(),
+            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the \
+                         queue's VisibilityTimeout is 0: every message would be handed out again \
+                         at once; set visibility_timeout or the queue's VisibilityTimeout"
+                .into(),
+        })
+    })
+}
+
+/// The visibility each receive asks for, and the lease the settler keeps
+/// renewing while a message is held. `timeout` 0 means the queue's own
+/// VisibilityTimeout (`queue_own`); the receive then leaves the parameter out
+/// unless a shorter lease is asked for. `lease` 0 turns leases off (EB's
+/// behaviour): messages are received for the whole visibility timeout, and
+/// renewed only while a POST or its FIFO group outlives it. `None` when the
+/// visibility would be 0, which hands every message out again at once.
+fn plan_visibility(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<Visibility> {
+    let effective = match timeout {
+        0 => queue_own.unwrap_or(0),
+        v => v,
+    };
+    if effective == 0 {
+        return None;
+    }
+    let lease_s = match lease {
+        0 => effective,
+        l => effective.min(l),
+    };
+    let receive_s = (timeout != 0 || lease_s != effective).then_some(lease_s);
+    Some(Visibility { receive_s, lease_s })
 }
 
 /// How long startup waits for DynamoDB to answer about the cron table.
@@ -114,12 +179,13 @@ pub async fn run(
         }
     };
     tracing::debug!(%endpoint, "SQS endpoint");
+    let visibility = visibility(&config, &attributes)?;
     let api = SqsJson::new(
         &endpoint,
         setup.region(),
         setup.sqs_credentials(&config),
         // Every poller's long poll, every batch call in flight, some spare.
-        poller_count(config.http_connections) + settle::CONCURRENT_FLUSHES + 4,
+        poller_count(config.http_connections) + MAX_SETTLE_CALLS + 4,
     )
     .map_err(RunError::Endpoint)?;
     let queue = Queue {
@@ -171,9 +237,17 @@ pub async fn run(
     ));
     let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, table_check));
 
-    let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
+    let (settler, settler_task) = Settler::spawn(
+        Arc::new(queue.clone()),
+        Terms {
+            lease_s: visibility.lease_s,
+            linger: config.batch_linger,
+            max_calls: MAX_SETTLE_CALLS,
+        },
+        metrics.clone(),
+    );
     let dispatcher = Arc::new(Dispatcher {
-        http: AppClient::new(&config)?,
+        http: Arc::new(AppClient::new(&config)?),
         template: Template::new(
             &config.worker_url,
             &config.http_path,
@@ -182,14 +256,14 @@ pub async fn run(
         ),
         success_codes: config.success_codes,
         error_visibility_s: config.error_visibility_timeout,
-        visibility_s: config.visibility_timeout,
         retention: config.retention_period,
         settler,
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
+        connections: Arc::new(Semaphore::new(config.http_connections)),
     });
 
-    let slots = Arc::new(Semaphore::new(config.http_connections));
+    let room = Room::new(config.http_connections);
     let deliveries = TaskTracker::new();
     let abort = CancellationToken::new();
     let mut pollers = JoinSet::new();
@@ -199,9 +273,8 @@ pub async fn run(
             Poller {
                 queue: queue.clone(),
                 dispatcher: dispatcher.clone(),
-                slots: slots.clone(),
-                per_poll: config.http_connections.min(MAX_BATCH),
-                visibility_s: config.visibility_timeout,
+                room: room.clone(),
+                visibility,
                 health: health.clone(),
                 deliveries: deliveries.clone(),
                 stop: shutdown.clone(),
@@ -221,6 +294,7 @@ pub async fn run(
         worker = %format!("{}{}", config.worker_url, config.http_path),
         http_connections = config.http_connections,
         pollers = count,
+        lease_s = visibility.lease_s,
         "sqsd started"
     );
 
@@ -247,38 +321,66 @@ pub async fn run(
     if result.is_err() {
         pollers.abort_all();
     }
-    deliveries.close();
-    tracing::info!(
-        in_flight = deliveries.len(),
-        drain_timeout = ?config.drain_timeout,
-        "stopping: no new receives; draining what is in flight"
-    );
-    let drain = async {
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
+    let stopping = Stopping {
+        pollers,
+        deliveries,
+        abort,
+        settler: settler_task,
     };
-    if tokio::time::timeout(config.drain_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            abandoned = deliveries.len(),
-            "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
-        );
-        abort.cancel();
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
-    }
-
-    let _ = scheduler_task.await;
-    // Every Settler handle is gone now; the settler flushes and ends.
-    if settler_task.await.is_err() {
-        tracing::error!("the settler stopped abnormally; some settles may be lost");
+    let (unsettled, _) = tokio::join!(stopping.drain(config.drain_timeout), scheduler_task);
+    if unsettled > 0 && result.is_ok() {
+        result = Err(RunError::Unsettled(unsettled));
     }
     admin_stop.cancel();
     let _ = admin_task.await;
     tracing::info!("sqsd stopped");
     result
+}
+
+/// What is still running once the daemon stops receiving.
+struct Stopping {
+    pollers: JoinSet<()>,
+    deliveries: TaskTracker,
+    abort: CancellationToken,
+    settler: SettlerTask,
+}
+
+impl Stopping {
+    /// The shutdown sequence. Receives under way finish and give back what
+    /// they bring; POSTs under way may finish until `drain_timeout`. Past
+    /// it, the rest are abandoned and their messages released. Then the
+    /// settler sends everything left, retrying until the drain deadline
+    /// (with a short grace for the releases of abandoned POSTs). Returns
+    /// how many messages SQS never accepted a settlement for.
+    async fn drain(mut self, drain_timeout: std::time::Duration) -> usize {
+        self.deliveries.close();
+        tracing::info!(
+            in_flight = self.deliveries.len(),
+            drain_timeout = ?drain_timeout,
+            "stopping: no new receives; draining what is in flight"
+        );
+        let drain_deadline = tokio::time::Instant::now() + drain_timeout;
+        let pollers = &mut self.pollers;
+        let deliveries = &self.deliveries;
+        let drain = async {
+            while pollers.join_next().await.is_some() {}
+            deliveries.wait().await;
+        };
+        if tokio::time::timeout_at(drain_deadline, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = self.deliveries.len(),
+                "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
+            );
+            self.abort.cancel();
+            while self.pollers.join_next().await.is_some() {}
+            self.deliveries.wait().await;
+        }
+        let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
+        self.settler.finish(flush_deadline).await
+    }
 }
 
 /// This daemon's name in the cron table: host, process and a random part,
@@ -292,3 +394,6 @@ fn instance_id() -> String {
         .unwrap_or_else(|| "unknown-host".into());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+//! Settling that survives SQS trouble, and visibility that lasts as long as
+//! the daemon holds a message: deletes retried until the visibility runs
+//! out, FIFO groups longer than the visibility timeout, long POSTs, and
+//! what shutdown reports when SQS never accepts a settlement.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::app::{App, Reply};
+use common::proxy::Proxy;
+use common::{base_args, eventually, Daemon, TestQueue};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Daemon arguments that reach SQS through `proxy`.
+fn via_proxy(queue: &TestQueue, app: &App, proxy: &Proxy) -> Vec<String> {
+    let mut a = base_args(queue, &app.url());
+    a.extend(["--endpoint-url".into(), proxy.url()]);
+    a
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_outlives_an_sqs_cut_right_after_the_200() {
+    let queue = TestQueue::new("delcut").await;
+    let proxy = Proxy::start(&common::endpoint()).await;
+    // The application cuts SQS off as it answers: the delete meets a dead
+    // link for 5 s. Old behaviour: five tries within a second, then the
+    // delete was dropped and the message came back after its visibility.
+    let cut = proxy.switch();
+    let app = App::start(move |_| {
+        cut.down_for(Duration::from_secs(5));
+        Reply::status(200)
+    })
+    .await;
+    let id = queue.send("once").await;
+    let mut a = via_proxy(&queue, &app, &proxy);
+    a.extend(["--visibility-timeout".into(), "10".into()]);
+    let d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    // Deleted, so it can never come back: exactly one POST.
+    assert_eq!(app.for_message(&id).len(), 1);
+    assert!(d.find_log("could not delete").is_none(), "{}", d.log_text());
+    let deleted = d.metric("sqsd_messages_deleted_total").await;
+    assert_eq!(deleted, 1.0);
+    let failed_calls = d
+        .metric("sqsd_sqs_requests_total{action=\"DeleteMessageBatch\",result=\"error\"}")
+        .await;
+    assert!(failed_calls >= 1.0, "the outage did not hit the delete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_reports_deletes_sqs_never_accepted_and_exits_non_zero() {
+    let queue = TestQueue::new("unsettled").await;
+    let proxy = Proxy::start(&common::endpoint()).await;
+    let cut = proxy.switch();
+    let app = App::start(move |_| {
+        cut.down_for(Duration::from_secs(600));
+        Reply::status(200)
+    })
+    .await;
+    let id = queue.send("lost link").await;
+    let mut a = via_proxy(&queue, &app, &proxy);
+    a.extend(["--drain-timeout".into(), "2".into()]);
+    let mut d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    d.wait_log("batch call failed", WAIT).await;
+    d.signal("TERM");
+    let status = d.wait_exit(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(75), "{}", d.log_text());
+    let line = d
+        .find_log("shutdown deadline passed before SQS accepted")
+        .unwrap_or_else(|| panic!("no line for the unsettled message:\n{}", d.log_text()));
+    assert!(line.contains(&id), "{line}");
+    assert!(d.find_log("left unsettled at shutdown").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_group_longer_than_the_visibility_timeout_runs_once_in_order() {
+    let client = common::client();
+    let name = format!("longgroup-{:08x}.fifo", fastrand::u32(..));
+    let url = client
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+        .send()
+        .await
+        .expect("create FIFO queue")
+        .queue_url
+        .expect("url");
+    let queue = TestQueue {
+        client: client.clone(),
+        url: url.clone(),
+        name,
+    };
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let out = client
+            .send_message()
+            .queue_url(&url)
+            .message_body(format!("step {i}"))
+            .message_group_id("g")
+            .send()
+            .await
+            .expect("send");
+        ids.push(out.message_id.expect("id"));
+    }
+    // 4 × 1.2 s of work against a 2 s visibility timeout.
+    let app = App::start(|_| Reply::status(200).after(Duration::from_millis(1200))).await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--visibility-timeout".into(), "2".into()]);
+    let d = Daemon::start(a).await;
+    queue.wait_empty(WAIT).await;
+    let seen: Vec<String> = app.requests().iter().map(|r| r.msgid()).collect();
+    assert_eq!(seen, ids, "each message once, in order");
+    assert!(d.metric("sqsd_lease_renewals_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_post_lasting_three_leases_is_delivered_once_and_renewed_meanwhile() {
+    let queue = TestQueue::new("longpost").await;
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(9))).await;
+    let id = queue.send("slow work").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--visibility-timeout".into(), "3".into()]);
+    let d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    // While the POST runs, SQS counts the message in flight, and the daemon
+    // keeps renewing it.
+    eventually(WAIT, "two renewals", || async {
+        (d.metric("sqsd_lease_renewals_total").await >= 2.0).then_some(())
+    })
+    .await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.for_message(&id).len(), 1);
+    assert!(d.metric("sqsd_lease_renewals_total").await >= 3.0);
+    assert_eq!(d.metric("sqsd_lease_renewal_failures_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visibility_timeout_zero_uses_the_queues_own_and_delivers_once() {
+    let attributes = HashMap::from([(QueueAttributeName::VisibilityTimeout, "30".to_string())]);
+    let queue = TestQueue::with_attributes("vis0", attributes).await;
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(3))).await;
+    let id = queue.send("one").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--visibility-timeout".into(), "0".into()]);
+    let _d = Daemon::start(a).await;
+    queue.wait_empty(WAIT).await;
+    // Old behaviour: received with VisibilityTimeout=0, POSTed again and
+    // again while the first POST ran.
+    assert_eq!(app.for_message(&id).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visibility_timeout_zero_on_a_queue_whose_own_is_zero_is_refused() {
+    let attributes = HashMap::from([(QueueAttributeName::VisibilityTimeout, "0".to_string())]);
+    let queue = TestQueue::with_attributes("vis00", attributes).await;
+    let mut a = base_args(&queue, "http://127.0.0.1:9");
+    a.extend(["--visibility-timeout".into(), "0".into()]);
+    let mut d = Daemon::start(a).await;
+    let status = d.wait_exit(WAIT).await;
+    assert_eq!(status.code(), Some(64));
+    assert!(
+        d.find_log("VisibilityTimeout is 0").is_some(),
+        "{}",
+        d.log_text()
+    );
+}
+
+/// libfaketime, installed by `scripts/test-env.sh`, to run the daemon with
+/// a wall clock that is off.
+fn faketime_lib() -> String {
+    std::env::var("SQSD_TEST_FAKETIME_LIB")
+        .expect("SQSD_TEST_FAKETIME_LIB is not set: run the suite through scripts/test.sh")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_clock_ahead_of_sqs_does_not_expire_fresh_messages() {
+    // Old behaviour: the age was the host clock minus SQS's first-receive
+    // time, so a host clock 2 minutes fast deleted every message unsent
+    // as "expired" with a 60 s retention period.
+    let queue = TestQueue::new("skewed").await;
+    let app = App::ok().await;
+    let id = queue.send("fresh").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "+120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.for_message(&id).len(), 1, "{}", d.log_text());
+    assert_eq!(d.metric("sqsd_messages_expired_total").await, 0.0);
+    assert_eq!(d.metric("sqsd_messages_deleted_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_held_by_a_daemon_that_dies_is_back_within_the_lease() {
+    let queue = TestQueue::new("lease").await;
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(600))).await;
+    let id = queue.send("held when the daemon dies").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend([
+        "--visibility-timeout".into(),
+        "300".into(),
+        "--visibility-lease".into(),
+        "4".into(),
+    ]);
+    let mut d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    // Held past a few leases: renewed, never handed out twice.
+    eventually(WAIT, "two renewals", || async {
+        (d.metric("sqsd_lease_renewals_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.for_message(&id).len(), 1);
+    d.kill9();
+    let killed = std::time::Instant::now();
+    // With EB's behaviour the message would stay hidden for the whole
+    // visibility timeout (300 s). With a 4 s lease it is back within the
+    // lease; the dead daemon's long polls, still open on the server for up
+    // to 20 s, may each catch it once more, but each only for a lease.
+    let client = common::client();
+    let back = eventually(Duration::from_secs(60), "the message visible again", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(back, id);
+    let after = killed.elapsed();
+    assert!(after <= Duration::from_secs(30), "back after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
+    let queue = TestQueue::new("aged").await;
+    let app = App::ok().await;
+    let id = queue.send("too old").await;
+    // A first receive starts the message's age on SQS's clock.
+    let client = common::client();
+    let first = eventually(WAIT, "the first receive", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .visibility_timeout(1)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(first, id);
+    let received = std::time::Instant::now();
+    // The retention period (60 s, the least allowed) has to pass on SQS.
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(received.elapsed())).await;
+    // On a host clock two minutes behind, the message looks a minute young.
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "-120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    queue.wait_empty(WAIT).await;
+    eventually(WAIT, "the expired count", || async {
+        (d.metric("sqsd_messages_expired_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.count(), 0, "an expired message is deleted unsent");
+}
