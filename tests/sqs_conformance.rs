@@ -821,12 +821,22 @@ async fn bad_input_through_the_query_protocol() {
     for (pairs, expected) in [
         (&batch[..], "BatchRequestTooLong"),
         (&attr_name[..], "InvalidParameterValue"),
-        (&[("Action", "NoSuchAction")][..], "InvalidAction"),
     ] {
         let (status, text) = raw_query(pairs).await;
         assert_eq!(status, 400, "{expected}: {text}");
         assert!(text.contains("<ErrorResponse"), "{text}");
         assert!(text.contains(expected), "{expected}: {text}");
+    }
+    // An unknown action: AWS answers 400 InvalidAction. LocalStack 4.4 cannot
+    // route an unsigned Query request without a known action to SQS and
+    // answers 200 with an empty body (500 InternalError when signed).
+    let (status, text) = raw_query(&[("Action", "NoSuchAction")]).await;
+    if common::is_localstack() {
+        assert!(text.trim().is_empty() || status >= 400, "{status}: {text}");
+    } else {
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("<ErrorResponse"), "{text}");
+        assert!(text.contains("InvalidAction"), "{text}");
     }
     // The request that used to abort the embedded server: a 16 KB name of
     // 8,000 parts. AWS documents no answer to unknown parameters; LocalStack
