@@ -49,8 +49,7 @@ pub enum SendOutcome {
 
 /// Sends task messages to the worker queue.
 pub trait TaskSender: Send + Sync {
-    fn send(&self, task: &Task, tick: DateTime<Utc>)
-        -> impl Future<Output = SendOutcome> + Send;
+    fn send(&self, task: &Task, tick: DateTime<Utc>) -> impl Future<Output = SendOutcome> + Send;
 
     /// Whether SQS drops a repeated send of one tick (a FIFO queue).
     fn deduplicates(&self) -> bool;
@@ -137,10 +136,7 @@ impl<S: TickStore, Q: TaskSender> Enqueuer<'_, S, Q> {
             let started = Instant::now();
             let (error, until) = match self.sender.send(&job.task, job.tick).await {
                 SendOutcome::Sent(id) => {
-                    self.metrics
-                        .tasks_enqueued
-                        .with_label_values(&[name])
-                        .inc();
+                    self.metrics.tasks_enqueued.with_label_values(&[name]).inc();
                     tracing::info!(task = %name, scheduled = %scheduled, message_id = %id,
                         "periodic task enqueued");
                     let recorded = self.record_sent(job).await;
@@ -499,7 +495,14 @@ mod tests {
         let hold = Event::Hold(Phase::Sending);
         assert_eq!(
             kinds,
-            [Event::Send, hold.clone(), Event::Send, hold, Event::Send, Event::MarkSent]
+            [
+                Event::Send,
+                hold.clone(),
+                Event::Send,
+                hold,
+                Event::Send,
+                Event::MarkSent
+            ]
         );
 
         let r = run(Case {
@@ -596,7 +599,9 @@ mod tests {
         assert_eq!(r.ending, Ending::Enqueued { recorded: false });
         assert_eq!(r.sends().len(), 1);
         let last = *r.times(&Event::MarkSent).last().unwrap();
-        assert!(last > r.start + Duration::from_secs(300) && last < r.start + Duration::from_secs(330));
+        assert!(
+            last > r.start + Duration::from_secs(300) && last < r.start + Duration::from_secs(330)
+        );
     }
 
     #[tokio::test(start_paused = true)]

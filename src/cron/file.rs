@@ -416,7 +416,10 @@ cron:
         let problems = parse(&tasks_yaml(MAX_TASKS + 1)).unwrap_err();
         assert_eq!(
             problems,
-            vec![format!("cron: {} tasks; at most 1000 are allowed", MAX_TASKS + 1)]
+            vec![format!(
+                "cron: {} tasks; at most 1000 are allowed",
+                MAX_TASKS + 1
+            )]
         );
     }
 
@@ -428,7 +431,10 @@ cron:
             "{e}"
         );
         let text = e.to_string();
-        assert!(text.contains("/dev/zero") && text.contains("1048576"), "{text}");
+        assert!(
+            text.contains("/dev/zero") && text.contains("1048576"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -459,7 +465,11 @@ cron:
             let prev = level - 1;
             text.push_str(&format!(
                 "l{level}: &l{level} [*{}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}]\n",
-                if prev == 0 { "a".to_string() } else { format!("l{prev}") }
+                if prev == 0 {
+                    "a".to_string()
+                } else {
+                    format!("l{prev}")
+                }
             ));
         }
         text.push_str("version: 1\ncron: []\n");

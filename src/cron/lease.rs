@@ -119,7 +119,10 @@ mod tests {
             tokio::time::advance(RENEW_AT_LEAST_EVERY).await;
             version += 1;
             let r = rec("a", version, Phase::Claimed);
-            assert!(!watch.stale("t", &r, Instant::now()), "renewed at v{version}");
+            assert!(
+                !watch.stale("t", &r, Instant::now()),
+                "renewed at v{version}"
+            );
         }
         // A phase change or another holder is a change too.
         tokio::time::advance(LEASE).await;

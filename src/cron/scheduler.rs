@@ -400,8 +400,8 @@ impl Scheduler {
         resend_until: Option<DateTime<Utc>>,
     ) -> Job {
         // The record matters until no sweep looks at the tick any more.
-        let record_until = (tick + chrono(CATCH_UP) + chrono(SWEEP_EVERY))
-            .max(Utc::now() + chrono(LEASE));
+        let record_until =
+            (tick + chrono(CATCH_UP) + chrono(SWEEP_EVERY)).max(Utc::now() + chrono(LEASE));
         Job {
             task: task.clone(),
             tick,
@@ -711,15 +711,23 @@ mod tests {
         let records = HashMap::from([
             (ticks[0].timestamp(), record(ticks[0], "a", Phase::Sent, 3)),
             // Holder stopped after a certain failure: nothing in the queue.
-            (ticks[1].timestamp(), record(ticks[1], "a", Phase::Claimed, 4)),
+            (
+                ticks[1].timestamp(),
+                record(ticks[1], "a", Phase::Claimed, 4),
+            ),
             // Holder may have sent it: never again on a standard queue.
-            (ticks[2].timestamp(), record(ticks[2], "a", Phase::Sending, 1)),
+            (
+                ticks[2].timestamp(),
+                record(ticks[2], "a", Phase::Sending, 1),
+            ),
             // This daemon's own claim that got no answer, never sent.
-            (ticks[4].timestamp(), record(ticks[4], "me", Phase::Sending, 1)),
+            (
+                ticks[4].timestamp(),
+                record(ticks[4], "me", Phase::Sending, 1),
+            ),
         ]);
         let unfinished = HashSet::from([ticks[4].timestamp()]);
-        let (first, second) =
-            plan_after_a_lease(&ticks, &records, false, now, &unfinished).await;
+        let (first, second) = plan_after_a_lease(&ticks, &records, false, now, &unfinished).await;
         // At first sight only what needs no lease.
         assert_eq!(
             first,

@@ -319,7 +319,13 @@ mod tests {
         drop(listener);
         let outcome = send_to(&format!("http://{addr}"), Duration::from_secs(5)).await;
         assert!(
-            matches!(outcome, SendOutcome::NotSent { permanent: false, .. }),
+            matches!(
+                outcome,
+                SendOutcome::NotSent {
+                    permanent: false,
+                    ..
+                }
+            ),
             "{outcome:?}"
         );
     }
@@ -333,7 +339,13 @@ mod tests {
         );
         let outcome = send_to(&server("throttle").await, Duration::from_secs(5)).await;
         assert!(
-            matches!(outcome, SendOutcome::NotSent { permanent: false, .. }),
+            matches!(
+                outcome,
+                SendOutcome::NotSent {
+                    permanent: false,
+                    ..
+                }
+            ),
             "{outcome:?}"
         );
     }
