@@ -19,6 +19,9 @@ pub struct Metrics {
     pub settle_failures: IntCounterVec,
     pub attributes_dropped: IntCounterVec,
     pub visibility_extended: IntCounter,
+    pub lease_renewals: IntCounter,
+    pub lease_renewal_failures: IntCounter,
+    pub held: IntGauge,
     pub released: IntCounter,
     pub tasks_enqueued: IntCounterVec,
     pub ticks_claimed: IntCounterVec,
@@ -48,6 +51,12 @@ impl Metrics {
             IntGauge::new("sqsd_messages_in_flight", "POSTs in flight now").expect("valid metric");
         r.register(Box::new(in_flight.clone()))
             .expect("unique metric");
+        let held = IntGauge::new(
+            "sqsd_messages_held",
+            "Messages received and not yet settled with SQS (being delivered, waiting, or settling)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(held.clone())).expect("unique metric");
         let post_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "sqsd_post_duration_seconds",
@@ -114,8 +123,19 @@ impl Metrics {
             visibility_extended: counter(
                 &r,
                 "sqsd_visibility_extensions_total",
-                "Visibility extensions for POSTs still running near the visibility timeout",
+                "Visibility extensions of held messages (the same count as sqsd_lease_renewals_total)",
             ),
+            lease_renewals: counter(
+                &r,
+                "sqsd_lease_renewals_total",
+                "Lease renewals of held messages that SQS accepted",
+            ),
+            lease_renewal_failures: counter(
+                &r,
+                "sqsd_lease_renewal_failures_total",
+                "Lease renewals SQS refused (or that failed until the lease ran out)",
+            ),
+            held,
             released: counter(
                 &r,
                 "sqsd_messages_released_total",

@@ -10,3 +10,21 @@ pub mod request;
 
 pub use client::{Answer, AppClient, Failure};
 pub use request::Request;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// A POST's answer, or why there is none.
+pub type Answered<'a> = Pin<Box<dyn Future<Output = Result<Answer, Failure>> + Send + 'a>>;
+
+/// The application as the pipeline sees it: something that answers a POST.
+/// The real one is [`AppClient`]; tests of the pipeline give their own.
+pub trait Application: Send + Sync + 'static {
+    fn post(&self, request: Request) -> Answered<'_>;
+}
+
+impl Application for AppClient {
+    fn post(&self, request: Request) -> Answered<'_> {
+        Box::pin(AppClient::post(self, request))
+    }
+}

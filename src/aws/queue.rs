@@ -92,10 +92,11 @@ pub struct Queue {
 impl Queue {
     /// One poll for up to `max` messages, with every attribute; `long` waits
     /// up to [`WAIT_TIME_S`] for messages, otherwise SQS answers at once.
+    /// Without `visibility_s`, the queue's own visibility timeout applies.
     pub async fn receive(
         &self,
         max: usize,
-        visibility_s: u32,
+        visibility_s: Option<u32>,
         long: bool,
     ) -> Result<Vec<WireMessage>, SqsError> {
         let wait = if long { WAIT_TIME_S as u32 } else { 0 };

@@ -139,7 +139,7 @@ impl SqsJson {
         queue_url: &str,
         max: usize,
         wait_s: u32,
-        visibility_s: u32,
+        visibility_s: Option<u32>,
     ) -> Result<Vec<WireMessage>, SqsError> {
         let input = ReceiveInput {
             queue_url,
@@ -438,7 +438,9 @@ struct ReceiveInput<'a> {
     queue_url: &'a str,
     max_number_of_messages: usize,
     wait_time_seconds: u32,
-    visibility_timeout: u32,
+    /// Left out to keep the queue's own visibility timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    visibility_timeout: Option<u32>,
     /// Older servers know only this name for the system attributes.
     attribute_names: &'a [&'a str],
     message_system_attribute_names: &'a [&'a str],
@@ -617,7 +619,7 @@ mod tests {
             queue_url: "http://q/1/a",
             max_number_of_messages: 10,
             wait_time_seconds: 20,
-            visibility_timeout: 30,
+            visibility_timeout: Some(30),
             attribute_names: ALL,
             message_system_attribute_names: ALL,
             message_attribute_names: ALL,

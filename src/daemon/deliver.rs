@@ -1,62 +1,108 @@
-//! Delivering one message: the POST to the application, what its outcome
+//! Delivering held messages: the POST to the application, what its outcome
 //! means, and handing the settlement to the [`Settler`].
 //!
-//! While a POST runs longer than most of the visibility timeout, the
-//! message's visibility is extended, so slow work is not handed to a second
-//! worker behind its back (beyond EB, which lets it reappear).
+//! Each message is held by the settler from the moment it was received, so
+//! its visibility is kept (renewed before the lease runs out) however long
+//! its POST runs or its FIFO group keeps it waiting; delivery only decides
+//! how it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{Incoming, Template};
 use super::policy::{self, Outcome, Settlement};
+use super::room::Place;
 use super::settle::{Action, Settler};
 use crate::admin::metrics::Metrics;
-use crate::app::{AppClient, Failure};
+use crate::app::{Application, Failure};
 use crate::config::SuccessCodes;
 use crate::time::Clock;
 
 /// Delivers messages and settles them.
 pub struct Dispatcher {
-    pub http: AppClient,
+    pub http: Arc<dyn Application>,
     pub template: Template,
     pub success_codes: SuccessCodes,
     pub error_visibility_s: u32,
-    pub visibility_s: u32,
     pub retention: Duration,
     pub settler: Settler,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    /// One per POST in flight: `http_connections` of them.
+    pub connections: Arc<Semaphore>,
+}
+
+/// A received message and its place in the room.
+pub struct Held {
+    pub msg: Incoming,
+    pub place: Place,
 }
 
 impl Dispatcher {
+    /// Delivers `list` in order (one message, or the messages of one FIFO
+    /// group from one receive). After a failure, the rest of a group is
+    /// given back undelivered, so SQS hands the group out again in order.
+    /// When `stop` fires, messages not yet started are given back; when
+    /// `abort` fires, a POST under way is abandoned and its message given
+    /// back.
+    pub async fn deliver_in_order(
+        &self,
+        list: Vec<Held>,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+    ) {
+        let mut failed = false;
+        for Held { msg, place } in list {
+            if failed {
+                self.give_back(&msg, "an earlier message of its group failed");
+                drop(place);
+                continue;
+            }
+            let connection = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                c = self.connections.clone().acquire_owned() => c.ok(),
+            };
+            let Some(connection) = connection else {
+                self.give_back(&msg, "shutting down before it started");
+                failed = true;
+                continue;
+            };
+            failed = !self.handle(msg, abort).await;
+            drop(connection);
+            drop(place);
+        }
+    }
+
     /// Delivers one message and settles it; true when it is deleted. When
     /// `abort` fires first, the POST is abandoned and the message made
     /// visible again at once.
     pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) -> bool {
+        let held_for = msg.received.map(|t| t.elapsed()).unwrap_or_default();
         if policy::is_expired(
             msg.first_received_at_ms,
-            self.clock.now_ms(),
+            msg.sqs_received_ms,
+            held_for,
             self.retention,
         ) {
             self.metrics.expired.inc();
             tracing::info!(message_id = %msg.id, "message outlived the retention period; deleting it unsent");
-            self.settler
-                .settle(&msg.id, &msg.receipt_handle, Action::Delete);
+            self.settler.settle(msg.key, Action::Delete);
             return true;
         }
         let started = Instant::now();
         self.metrics.in_flight.inc();
         let outcome = tokio::select! {
-            outcome = self.post_keeping_invisible(&msg) => outcome,
+            outcome = self.post(&msg) => outcome,
             _ = abort.cancelled() => {
                 self.metrics.in_flight.dec();
                 self.metrics.released.inc();
                 tracing::warn!(message_id = %msg.id, "drain timeout: POST abandoned, message released");
-                self.settler.settle(&msg.id, &msg.receipt_handle, Action::ChangeVisibility(0));
+                self.settler.settle(msg.key, Action::ChangeVisibility(0));
                 return false;
             }
         };
@@ -70,8 +116,7 @@ impl Dispatcher {
 
         match policy::settle(&outcome, self.success_codes, self.error_visibility_s) {
             Settlement::Delete => {
-                self.settler
-                    .settle(&msg.id, &msg.receipt_handle, Action::Delete);
+                self.settler.settle(msg.key, Action::Delete);
                 true
             }
             Settlement::Retry(after_s) => {
@@ -94,11 +139,8 @@ impl Dispatcher {
                     retry_in_s = after_s,
                     "delivery failed; message will be visible again"
                 );
-                self.settler.settle(
-                    &msg.id,
-                    &msg.receipt_handle,
-                    Action::ChangeVisibility(after_s),
-                );
+                self.settler
+                    .settle(msg.key, Action::ChangeVisibility(after_s));
                 false
             }
         }
@@ -108,30 +150,7 @@ impl Dispatcher {
     pub fn give_back(&self, msg: &Incoming, why: &str) {
         self.metrics.released.inc();
         tracing::info!(message_id = %msg.id, why, "message given back to the queue");
-        self.settler
-            .settle(&msg.id, &msg.receipt_handle, Action::ChangeVisibility(0));
-    }
-
-    /// The POST, extending visibility while it runs past 3/4 of the timeout.
-    async fn post_keeping_invisible(&self, msg: &Incoming) -> Outcome {
-        let post = self.post(msg);
-        if self.visibility_s == 0 {
-            return post.await;
-        }
-        tokio::pin!(post);
-        let period = Duration::from_secs(u64::from(self.visibility_s)).mul_f64(0.75);
-        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-        loop {
-            tokio::select! {
-                outcome = &mut post => return outcome,
-                _ = ticks.tick() => {
-                    self.metrics.visibility_extended.inc();
-                    tracing::debug!(message_id = %msg.id, "POST still running; extending visibility");
-                    self.settler.settle(&msg.id, &msg.receipt_handle,
-                        Action::ChangeVisibility(self.visibility_s));
-                }
-            }
-        }
+        self.settler.settle(msg.key, Action::ChangeVisibility(0));
     }
 
     async fn post(&self, msg: &Incoming) -> Outcome {
@@ -164,3 +183,6 @@ impl Dispatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,9 +11,10 @@ use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::settle::Key;
 use crate::app::request::{check_path, header_value, PathError, Request};
 use crate::aws::sqs_json::WireMessage;
-use crate::cron::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_NAME_ATTR};
+use crate::cron::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
 
 /// `User-Agent` of every POST; applications match on the `aws-sqsd/` prefix.
 pub const USER_AGENT: &str = concat!("aws-sqsd/3.0 (sqsd ", env!("CARGO_PKG_VERSION"), ")");
@@ -32,8 +33,15 @@ pub struct Incoming {
     pub trace_header: Option<String>,
     /// FIFO queues: the message group, whose order must be kept.
     pub group_id: Option<String>,
-    /// String and Number attributes by name; Binary ones are left out.
+    /// String and Number attributes, sorted by name; Binary ones are left out.
     pub attributes: Vec<(String, String)>,
+    /// The settler's handle on this message, once it holds it.
+    pub key: Key,
+    /// When the receive that brought it answered, on this machine's
+    /// monotonic clock and on SQS's (the answer's `Date`), for measuring the
+    /// message's age on SQS's clock.
+    pub received: Option<tokio::time::Instant>,
+    pub sqs_received_ms: Option<i64>,
 }
 
 impl From<WireMessage> for Incoming {
@@ -62,6 +70,7 @@ impl From<WireMessage> for Incoming {
             trace_header: sys.trace_header,
             group_id: sys.group_id,
             attributes,
+            ..Incoming::default()
         }
     }
 }
@@ -74,9 +83,12 @@ impl Incoming {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether this message is a periodic task in Elastic Beanstalk's format.
+    /// The task's name, when this message is a periodic task in Elastic
+    /// Beanstalk's format: the task attribute **and** the task body. Any
+    /// other message carrying the attribute is delivered as it is.
     pub fn task_name(&self) -> Option<&str> {
         self.attribute(TASK_NAME_ATTR)
+            .filter(|_| self.body == TASK_BODY)
     }
 }
 
@@ -87,6 +99,8 @@ pub enum Dropped {
     BadName,
     /// The value holds control characters (CR, LF, NUL, ...).
     BadValue,
+    /// Another attribute with the same name but for case was sent.
+    DuplicateName,
 }
 
 impl Dropped {
@@ -94,6 +108,7 @@ impl Dropped {
         match self {
             Dropped::BadName => "bad_name",
             Dropped::BadValue => "bad_value",
+            Dropped::DuplicateName => "duplicate_name",
         }
     }
 }
@@ -153,6 +168,15 @@ impl Template {
         };
         url.set_path(&format!("{}{path_part}", self.base_path));
         url.set_query(query);
+        // Whatever the URL parser made of the path, it must still be below
+        // the application's base path.
+        let below_base = url
+            .path()
+            .strip_prefix(self.base_path.as_str())
+            .is_some_and(|rest| rest.starts_with('/'));
+        if !below_base {
+            return Err(PathError::OtherOrigin);
+        }
         let target = match url.query() {
             Some(q) => PathAndQuery::try_from(format!("{}?{q}", url.path())),
             None => PathAndQuery::try_from(url.path()),
@@ -206,8 +230,16 @@ impl Template {
                 None => dropped.push((SCHEDULED_TIME_ATTR.to_string(), Dropped::BadValue)),
             }
         }
+        // Header names ignore case, attribute names do not: of attributes
+        // whose names differ only in case, the first in byte order (upper
+        // case first) is sent and the others are dropped.
+        let mut previous: Option<&str> = None;
         for (name, value) in &m.attributes {
             if name.starts_with("beanstalk.sqsd.") {
+                continue;
+            }
+            if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
+                dropped.push((name.clone(), Dropped::DuplicateName));
                 continue;
             }
             let Ok(header) = HeaderName::from_bytes(format!("x-aws-sqsd-attr-{name}").as_bytes())
@@ -218,6 +250,7 @@ impl Template {
             match header_value(value) {
                 Some(v) => {
                     headers.append(header, v);
+                    previous = Some(name);
                 }
                 None => dropped.push((name.clone(), Dropped::BadValue)),
             }
@@ -295,6 +328,7 @@ mod tests {
             trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
             group_id: None,
             attributes: vec![("color".into(), "blue".into()), ("n".into(), "42".into())],
+            ..Incoming::default()
         }
     }
 
@@ -357,7 +391,7 @@ mod tests {
             m.attributes.push((PATH_ATTR.into(), bad.into()));
             assert!(template().request(&m).is_err(), "{bad:?} accepted");
         }
-        for good in ["/", "/a/b", "/@evil.example", "/a:80", "/%2F%2Fx", "/../x"] {
+        for good in ["/", "/a/b", "/@evil.example", "/a:80", "/%2F%2Fx"] {
             let mut m = message();
             m.attributes.push((PATH_ATTR.into(), good.into()));
             let r = template()
@@ -491,5 +525,79 @@ mod tests {
             m.attributes,
             vec![("a".into(), "7".into()), ("b".into(), "x".into())]
         );
+    }
+
+    #[test]
+    fn message_paths_never_leave_the_base_path() {
+        let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
+        for bad in [
+            "/../admin/delete-all",
+            "/%2e%2e/internal",
+            "/a/../../x",
+            "/.%2E/x",
+        ] {
+            let mut m = message();
+            m.attributes.push((PATH_ATTR.into(), bad.into()));
+            match t.request(&m) {
+                Err(e) => assert_eq!(e, PathError::DotSegment, "{bad:?}"),
+                Ok(p) => panic!("{bad:?} was sent to {}", p.request.url),
+            }
+        }
+        let mut m = message();
+        m.attributes.push((PATH_ATTR.into(), "/jobs/run".into()));
+        let p = t.request(&m).unwrap();
+        assert_eq!(p.request.target.as_str(), "/api/jobs/run");
+    }
+
+    #[test]
+    fn attributes_differing_only_in_case_send_one_header() {
+        let mut m = message();
+        m.attributes = vec![
+            ("FOO".into(), "1".into()),
+            ("Foo".into(), "2".into()),
+            ("foo".into(), "3".into()),
+        ];
+        let r = template().request(&m).unwrap();
+        let values: Vec<&str> = r
+            .request
+            .headers
+            .get_all("x-aws-sqsd-attr-foo")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(values, vec!["1"]);
+        let dropped: Vec<(&str, Dropped)> =
+            r.dropped.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        assert_eq!(
+            dropped,
+            vec![
+                ("Foo", Dropped::DuplicateName),
+                ("foo", Dropped::DuplicateName)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_attribute_value_with_a_tab_is_sent() {
+        let mut m = message();
+        m.attributes = vec![("t".into(), "a\tb".into())];
+        let r = template().request(&m).unwrap();
+        assert_eq!(get(&r, "x-aws-sqsd-attr-t"), Some("a\tb"));
+        assert!(r.dropped.is_empty());
+    }
+
+    #[test]
+    fn task_attributes_without_the_task_body_keep_the_body() {
+        let mut m = message();
+        m.body = "real work".into();
+        m.attributes = vec![
+            (PATH_ATTR.into(), "/backup".into()),
+            (TASK_NAME_ATTR.into(), "backup-job".into()),
+            (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
+        ];
+        let r = template().request(&m).unwrap();
+        assert_eq!(&r.request.body[..], b"real work");
+        assert_eq!(get(&r, "x-aws-sqsd-taskname"), None);
+        assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/backup");
     }
 }

@@ -1,7 +1,9 @@
 //! The message pipeline and its wiring. One message flows
-//! receive ([`poller`]) → deliver ([`deliver`], building the POST with
-//! [`message`]) → settle ([`settle`], by the rules of [`policy`]);
-//! [`run`] wires it together and takes it down cleanly.
+//! receive ([`poller`], within the [`room`]) → deliver ([`deliver`],
+//! building the POST with [`message`]) → settle ([`settle`], by the rules of
+//! [`policy`]); the settler holds every message, renewing its lease, from
+//! the moment it is received until SQS has its settlement. [`run`] wires it
+//! together and takes it down cleanly.
 //!
 //! May use: `aws` (receiving and settling), `app` (the POST), `admin`
 //! (health and metrics), `cron` (the periodic-task scheduler and its message
@@ -11,7 +13,10 @@ pub mod deliver;
 pub mod message;
 pub mod policy;
 pub mod poller;
+pub mod room;
 pub mod run;
 pub mod settle;
+#[cfg(test)]
+mod testing;
 
 pub use run::{run, RunError};

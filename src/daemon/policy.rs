@@ -70,7 +70,10 @@ pub fn settle(outcome: &Outcome, codes: SuccessCodes, error_visibility_s: u32) -
 /// `Retry-After` as delay-seconds or an HTTP date, relative to `now_ms`.
 pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u32> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Delay-seconds too large for any integer type still mean "later
+        // than SQS can wait": the cap.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
         return Some(secs.min(u64::from(MAX_VISIBILITY_S)) as u32);
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
@@ -79,25 +82,33 @@ pub fn parse_retry_after(value: &str, now_ms: i64) -> Option<u32> {
     Some(secs.min(i64::from(MAX_VISIBILITY_S)) as u32)
 }
 
-/// Whether a message first received at `first_received_ms` is past retention.
-pub fn is_expired(first_received_ms: Option<i64>, now_ms: i64, retention: Duration) -> bool {
-    match first_received_ms {
-        Some(first) => now_ms.saturating_sub(first) > retention.as_millis() as i64,
-        None => false,
-    }
+/// Whether a message is past the retention period, measured on SQS's clock
+/// alone: its age is the time from its first receive
+/// (`ApproximateFirstReceiveTimestamp`) to the `Date` of the answer that
+/// brought it this time (`sqs_received_ms`), plus how long it has been held
+/// since (`held_for`, on this machine's monotonic clock). This machine's
+/// wall clock plays no part, so a clock that is off cannot make fresh
+/// messages look expired. `Date` counts whole seconds, so the age computed
+/// is never more than the true one. Without either timestamp the age is
+/// unknown and the message is never deleted for its age.
+pub fn is_expired(
+    first_received_ms: Option<i64>,
+    sqs_received_ms: Option<i64>,
+    held_for: Duration,
+    retention: Duration,
+) -> bool {
+    let (Some(first), Some(received)) = (first_received_ms, sqs_received_ms) else {
+        return false;
+    };
+    let age_ms = received
+        .saturating_sub(first)
+        .saturating_add(held_for.as_millis() as i64);
+    age_ms > retention.as_millis() as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::Clock;
-
-    struct FixedClock(i64);
-    impl Clock for FixedClock {
-        fn now_ms(&self) -> i64 {
-            self.0
-        }
-    }
 
     fn status(s: u16) -> Outcome {
         Outcome::Status {
@@ -158,6 +169,10 @@ mod tests {
         assert_eq!(parse_retry_after(" 5 ", now), Some(5));
         assert_eq!(parse_retry_after("99999999", now), Some(MAX_VISIBILITY_S));
         assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_VISIBILITY_S)
+        );
+        assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
             Some(30)
         );
@@ -170,13 +185,38 @@ mod tests {
     }
 
     #[test]
-    fn retention_counts_from_first_receive() {
-        let clock = FixedClock(1_000_000_000);
+    fn retention_counts_from_first_receive_on_sqs_clock() {
         let retention = Duration::from_secs(60);
-        let now = clock.now_ms();
-        assert!(!is_expired(Some(now - 60_000), now, retention));
-        assert!(is_expired(Some(now - 60_001), now, retention));
-        assert!(!is_expired(Some(now), now, retention));
-        assert!(!is_expired(None, now, retention));
+        let first = 1_000_000_000;
+        let held = Duration::ZERO;
+        assert!(!is_expired(
+            Some(first),
+            Some(first + 60_000),
+            held,
+            retention
+        ));
+        assert!(is_expired(
+            Some(first),
+            Some(first + 60_001),
+            held,
+            retention
+        ));
+        // Held for a while after the receive counts too.
+        assert!(is_expired(
+            Some(first),
+            Some(first + 50_000),
+            Duration::from_secs(11),
+            retention
+        ));
+        // An unknown age never expires a message.
+        assert!(!is_expired(None, Some(first + 999_999), held, retention));
+        assert!(!is_expired(Some(first), None, held, retention));
+        // A first receive "in the future" (another SQS host's clock) is age 0.
+        assert!(!is_expired(
+            Some(first + 5_000),
+            Some(first),
+            held,
+            retention
+        ));
     }
 }

@@ -1,25 +1,26 @@
-//! The receive loop. Each poller first takes connection slots (semaphore
-//! permits), then long-polls for at most that many messages, and hands one
-//! slot to each message's delivery task: the daemon never holds a message it
-//! has no free connection for, and never runs more than `http_connections`
-//! POSTs. Several pollers run when `http_connections` exceeds one batch.
+//! The receive loop. A poller takes room for the messages it asks for (see
+//! [`super::room`]), long-polls SQS, hands every message it gets to the
+//! settler (which keeps it invisible from this moment until it is settled),
+//! and starts its delivery. Messages of one FIFO group go to a single task
+//! that delivers them in order. Several pollers run when `http_connections`
+//! exceeds one batch.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::deliver::Dispatcher;
+use super::deliver::{Dispatcher, Held};
 use super::message::Incoming;
+use super::room::Room;
 use crate::admin::health::Health;
 use crate::aws::{Queue, MAX_BATCH};
 use crate::time::Backoff;
 
-/// How long a poller holding some free slots waits for more before polling,
-/// so a busy daemon asks for full batches instead of one message at a time.
+/// How long a poller holding some room waits for more before polling, so a
+/// busy daemon asks for full batches instead of one message at a time.
 const GATHER_WINDOW: Duration = Duration::from_millis(20);
 
 /// How many pollers `http_connections` needs.
@@ -27,16 +28,34 @@ pub fn poller_count(http_connections: usize) -> usize {
     http_connections.div_ceil(MAX_BATCH).max(1)
 }
 
+/// How the messages of a receive are asked for and held.
+#[derive(Clone, Copy, Debug)]
+pub struct Visibility {
+    /// `VisibilityTimeout` of each receive; `None` leaves the queue's own.
+    pub receive_s: Option<u32>,
+    /// The visibility a received message gets, in seconds: the lease.
+    pub lease_s: u32,
+}
+
+impl Visibility {
+    /// When a message received by an answer that came at `answered` becomes
+    /// visible again, erring early: SQS started its timer a little before
+    /// it answered.
+    pub fn deadline(&self, answered: Instant) -> Instant {
+        let lease = Duration::from_secs(u64::from(self.lease_s));
+        answered + lease.saturating_sub(Duration::from_secs(1)).max(lease / 2)
+    }
+}
+
 /// One receive loop.
 pub struct Poller {
     pub queue: Queue,
     pub dispatcher: Arc<Dispatcher>,
-    pub slots: Arc<Semaphore>,
-    pub per_poll: usize,
-    pub visibility_s: u32,
+    pub room: Arc<Room>,
+    pub visibility: Visibility,
     pub health: Arc<Health>,
     pub deliveries: TaskTracker,
-    /// Stop receiving.
+    /// Stop receiving, and give back what has not started.
     pub stop: CancellationToken,
     /// Abandon deliveries (drain timeout passed).
     pub abort: CancellationToken,
@@ -52,22 +71,25 @@ impl Poller {
         // readiness reflects SQS without waiting out a 20 s long poll.
         let mut long = false;
         loop {
-            let slots = tokio::select! {
+            let room = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                slots = self.take_slots() => slots,
+                n = self.room.take(MAX_BATCH, GATHER_WINDOW) => n,
             };
-            let Some(slots) = slots else { return };
-            tracing::debug!(max = slots.num_permits(), long, "receiving");
+            tracing::debug!(max = room, long, "receiving");
             let received = tokio::select! {
                 biased;
                 // A receive in flight is not cut on shutdown: SQS may already
                 // have picked messages for it, which would then stay hidden
-                // for the visibility timeout. It finishes, and what it brings
-                // is given back at once; only the drain deadline cuts it.
-                _ = self.cut_receive.cancelled() => return,
-                r = self.queue.receive(slots.num_permits(), self.visibility_s, long) => r,
+                // for their lease. It finishes, and what it brings is given
+                // back at once; only the drain deadline cuts it.
+                _ = self.cut_receive.cancelled() => {
+                    self.room.give_back(room);
+                    return;
+                }
+                r = self.queue.receive(room, self.visibility.receive_s, long) => r,
             };
+            let answered = Instant::now();
             match received {
                 Ok(messages) => {
                     if backoff.failures() > 0 {
@@ -76,10 +98,16 @@ impl Poller {
                     backoff.reset();
                     long = true;
                     self.health.receive_ok();
-                    self.dispatch(messages.into_iter().map(Incoming::from).collect(), slots);
+                    let messages: Vec<Incoming> =
+                        messages.into_iter().map(Incoming::from).collect();
+                    // SQS never sends more than asked; if it did, the extra
+                    // messages have no room and go straight back.
+                    let unused = room.saturating_sub(messages.len());
+                    self.room.give_back(unused);
+                    self.dispatch(messages, room, answered);
                 }
                 Err(e) => {
-                    drop(slots);
+                    self.room.give_back(room);
                     long = false;
                     self.health.receive_failed(&e.message);
                     let delay = backoff.next_delay();
@@ -94,65 +122,43 @@ impl Poller {
         }
     }
 
-    /// Waits for one free slot, then gathers up to `per_poll` of them.
-    async fn take_slots(&self) -> Option<OwnedSemaphorePermit> {
-        let mut slots = self.slots.clone().acquire_owned().await.ok()?;
-        let deadline = Instant::now() + GATHER_WINDOW;
-        while slots.num_permits() < self.per_poll {
-            if let Ok(more) = self.slots.clone().try_acquire_owned() {
-                slots.merge(more);
+    /// Hands every message to the settler, then starts deliveries: one task
+    /// per message, or per FIFO group (in the order received).
+    fn dispatch(&self, messages: Vec<Incoming>, room: usize, answered: Instant) {
+        let dispatcher = &self.dispatcher;
+        dispatcher.metrics.received.inc_by(messages.len() as u64);
+        let deadline = self.visibility.deadline(answered);
+        let mut groups: Vec<(Option<String>, Vec<Held>)> = Vec::new();
+        for (i, mut msg) in messages.into_iter().enumerate() {
+            let handle = std::mem::take(&mut msg.receipt_handle);
+            msg.key = dispatcher.settler.hold(&msg.id, handle, answered, deadline);
+            msg.received = Some(answered);
+            if i >= room {
+                dispatcher.give_back(&msg, "more messages than asked for");
                 continue;
             }
-            match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
-                Ok(Ok(more)) => slots.merge(more),
-                _ => break,
-            }
-        }
-        Some(slots)
-    }
-
-    /// Starts a delivery per message, each with one slot. Messages of one
-    /// FIFO group go to a single task that delivers them in order; after a
-    /// failure it gives the rest of the group back undelivered, so SQS
-    /// keeps the group's order.
-    fn dispatch(&self, messages: Vec<Incoming>, mut slots: OwnedSemaphorePermit) {
-        self.dispatcher
-            .metrics
-            .received
-            .inc_by(messages.len() as u64);
-        let mut groups: Vec<(String, Vec<(Incoming, OwnedSemaphorePermit)>)> = Vec::new();
-        for msg in messages {
-            let slot = if self.stop.is_cancelled() {
-                None
-            } else {
-                slots.split(1)
+            let held = Held {
+                place: self.room.place(),
+                msg,
             };
-            let Some(slot) = slot else {
-                // Shutting down (or SQS sent more than asked): give it back now.
-                self.dispatcher.give_back(&msg, "not started");
+            if self.stop.is_cancelled() {
+                dispatcher.give_back(&held.msg, "shutting down");
                 continue;
-            };
-            match msg.group_id.clone() {
-                Some(g) => match groups.iter_mut().find(|(name, _)| *name == g) {
-                    Some((_, list)) => list.push((msg, slot)),
-                    None => groups.push((g, vec![(msg, slot)])),
+            }
+            match &held.msg.group_id {
+                Some(g) => match groups.iter_mut().find(|(name, _)| name.as_ref() == Some(g)) {
+                    Some((_, list)) => list.push(held),
+                    None => groups.push((Some(g.clone()), vec![held])),
                 },
-                None => groups.push((String::new(), vec![(msg, slot)])),
+                None => groups.push((None, vec![held])),
             }
         }
         for (_, list) in groups {
             let dispatcher = self.dispatcher.clone();
+            let stop = self.stop.clone();
             let abort = self.abort.clone();
             self.deliveries.spawn(async move {
-                let mut failed = false;
-                for (msg, slot) in list {
-                    if failed {
-                        dispatcher.give_back(&msg, "an earlier message of its group failed");
-                    } else {
-                        failed = !dispatcher.handle(msg, &abort).await;
-                    }
-                    drop(slot);
-                }
+                dispatcher.deliver_in_order(list, &stop, &abort).await;
             });
         }
     }
@@ -169,5 +175,20 @@ mod tests {
         assert_eq!(poller_count(11), 2);
         assert_eq!(poller_count(50), 5);
         assert_eq!(poller_count(1000), 100);
+    }
+
+    #[test]
+    fn a_message_is_taken_as_visible_again_a_little_before_its_lease_ends() {
+        let v = Visibility {
+            receive_s: Some(30),
+            lease_s: 30,
+        };
+        let t = Instant::now();
+        assert_eq!(v.deadline(t), t + Duration::from_secs(29));
+        let short = Visibility {
+            receive_s: Some(1),
+            lease_s: 1,
+        };
+        assert_eq!(short.deadline(t), t + Duration::from_millis(500));
     }
 }

@@ -6,7 +6,10 @@
 //! up to the drain timeout (then abandon and release them), flush every
 //! pending delete and visibility change, stop the admin listener.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -15,14 +18,15 @@ use tokio_util::task::TaskTracker;
 
 use super::deliver::Dispatcher;
 use super::message::Template;
-use super::poller::{poller_count, Poller};
-use super::settle::{self, Settler};
+use super::poller::{poller_count, Poller, Visibility};
+use super::room::Room;
+use super::settle::{Settler, Terms};
 use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
 use crate::app::AppClient;
 use crate::aws::sqs_json::SqsJson;
-use crate::aws::{self, queue, Queue, QueueError, MAX_BATCH};
+use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::Config;
 use crate::cron::claims::Claims;
 use crate::cron::{CronSource, Scheduler, TaskQueue};
@@ -43,6 +47,8 @@ pub enum RunError {
     HttpClient(#[from] reqwest::Error),
     #[error("a receive loop stopped unexpectedly")]
     LoopDied,
+    #[error("{0} message(s) left unsettled at shutdown (each is logged with its id); SQS will deliver them again")]
+    Unsettled(usize),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -67,9 +73,61 @@ impl RunError {
             | RunError::Endpoint(_)
             | RunError::CronFile(_)
             | RunError::CronTable(_) => 64,
+            RunError::Unsettled(_) => EXIT_UNSETTLED,
             _ => 1,
         }
     }
+}
+
+/// Exit code when shutdown could not settle everything (EX_TEMPFAIL).
+pub const EXIT_UNSETTLED: u8 = 75;
+
+/// Batch calls to SQS under way at once.
+const MAX_SETTLE_CALLS: usize = 16;
+
+/// The least time the final flush gets after POSTs were abandoned at the
+/// drain deadline, so their releases still reach SQS.
+const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The lease when `visibility_lease` is not configured.
+const DEFAULT_LEASE_S: u32 = 30;
+
+/// How received messages are kept invisible: the visibility each receive
+/// asks for, and the lease the settler keeps renewing. `visibility_timeout:
+/// 0` means the queue's own VisibilityTimeout (the receive then leaves the
+/// parameter out when no shorter lease is asked for).
+fn visibility(
+    config: &Config,
+    attributes: &HashMap<QueueAttributeName, String>,
+) -> Result<Visibility, RunError> {
+    let queue_own = attributes
+        .get(&QueueAttributeName::VisibilityTimeout)
+        .and_then(|v| v.parse::<u32>().ok());
+    let effective = match config.visibility_timeout {
+        0 => queue_own.unwrap_or(0),
+        v => v,
+    };
+    if effective == 0 {
+        return Err(RunError::Queue(QueueError::Unusable {
+            url: config.queue_url.clone(),
+            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the queue's \
+                     VisibilityTimeout is 0: every message would be handed out again at once; \
+                     set visibility_timeout or the queue's VisibilityTimeout"
+                .into(),
+        }));
+    }
+    let lease = DEFAULT_LEASE_S;
+    let lease_s = if lease == 0 {
+        effective
+    } else {
+        effective.min(lease)
+    };
+    let receive_s = if config.visibility_timeout == 0 && lease_s == effective {
+        None
+    } else {
+        Some(lease_s)
+    };
+    Ok(Visibility { receive_s, lease_s })
 }
 
 /// How long startup waits for DynamoDB to answer about the cron table.
@@ -114,12 +172,13 @@ pub async fn run(
         }
     };
     tracing::debug!(%endpoint, "SQS endpoint");
+    let visibility = visibility(&config, &attributes)?;
     let api = SqsJson::new(
         &endpoint,
         setup.region(),
         setup.sqs_credentials(&config),
         // Every poller's long poll, every batch call in flight, some spare.
-        poller_count(config.http_connections) + settle::CONCURRENT_FLUSHES + 4,
+        poller_count(config.http_connections) + MAX_SETTLE_CALLS + 4,
     )
     .map_err(RunError::Endpoint)?;
     let queue = Queue {
@@ -173,9 +232,17 @@ pub async fn run(
     ));
     let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, table_check));
 
-    let (settler, settler_task) = Settler::spawn(queue.clone(), config.batch_linger);
+    let (settler, settler_task) = Settler::spawn(
+        Arc::new(queue.clone()),
+        Terms {
+            lease_s: visibility.lease_s,
+            linger: config.batch_linger,
+            max_calls: MAX_SETTLE_CALLS,
+        },
+        metrics.clone(),
+    );
     let dispatcher = Arc::new(Dispatcher {
-        http: AppClient::new(&config)?,
+        http: Arc::new(AppClient::new(&config)?),
         template: Template::new(
             &config.worker_url,
             &config.http_path,
@@ -184,14 +251,14 @@ pub async fn run(
         ),
         success_codes: config.success_codes,
         error_visibility_s: config.error_visibility_timeout,
-        visibility_s: config.visibility_timeout,
         retention: config.retention_period,
         settler,
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
+        connections: Arc::new(Semaphore::new(config.http_connections)),
     });
 
-    let slots = Arc::new(Semaphore::new(config.http_connections));
+    let room = Room::new(config.http_connections);
     let deliveries = TaskTracker::new();
     let abort = CancellationToken::new();
     let mut pollers = JoinSet::new();
@@ -201,9 +268,8 @@ pub async fn run(
             Poller {
                 queue: queue.clone(),
                 dispatcher: dispatcher.clone(),
-                slots: slots.clone(),
-                per_poll: config.http_connections.min(MAX_BATCH),
-                visibility_s: config.visibility_timeout,
+                room: room.clone(),
+                visibility,
                 health: health.clone(),
                 deliveries: deliveries.clone(),
                 stop: shutdown.clone(),
@@ -223,6 +289,7 @@ pub async fn run(
         worker = %format!("{}{}", config.worker_url, config.http_path),
         http_connections = config.http_connections,
         pollers = count,
+        lease_s = visibility.lease_s,
         "sqsd started"
     );
 
@@ -255,11 +322,12 @@ pub async fn run(
         drain_timeout = ?config.drain_timeout,
         "stopping: no new receives; draining what is in flight"
     );
+    let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
     let drain = async {
         while pollers.join_next().await.is_some() {}
         deliveries.wait().await;
     };
-    if tokio::time::timeout(config.drain_timeout, drain)
+    if tokio::time::timeout_at(drain_deadline, drain)
         .await
         .is_err()
     {
@@ -273,9 +341,13 @@ pub async fn run(
     }
 
     let _ = scheduler_task.await;
-    // Every Settler handle is gone now; the settler flushes and ends.
-    if settler_task.await.is_err() {
-        tracing::error!("the settler stopped abnormally; some settles may be lost");
+    // Every delivery has decided how its message ends; the settler sends
+    // what is left, retrying until the drain deadline (with a short grace
+    // for the releases of POSTs abandoned at that deadline).
+    let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
+    let unsettled = settler_task.finish(flush_deadline).await;
+    if unsettled > 0 && result.is_ok() {
+        result = Err(RunError::Unsettled(unsettled));
     }
     admin_stop.cancel();
     let _ = admin_task.await;

@@ -53,4 +53,31 @@ impl Proxy {
     pub fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
+
+    /// A handle that can cut the link from anywhere (an application's
+    /// script, say).
+    pub fn switch(&self) -> Switch {
+        Switch {
+            up: self.up.clone(),
+        }
+    }
+}
+
+/// Cuts a [`Proxy`]'s link from elsewhere.
+#[derive(Clone)]
+pub struct Switch {
+    up: watch::Sender<bool>,
+}
+
+impl Switch {
+    /// Cuts the link now and restores it after `d` (from within a tokio
+    /// runtime).
+    pub fn down_for(&self, d: std::time::Duration) {
+        self.up.send_replace(false);
+        let up = self.up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            up.send_replace(true);
+        });
+    }
 }

@@ -1,0 +1,223 @@
+//! Delivery against a scripted application and SQS, with paused time: what
+//! each outcome settles to, FIFO order after a failure, and what stop and
+//! abort do to messages not started or under way.
+
+use super::*;
+use crate::app::Answer;
+use crate::daemon::room::Room;
+use crate::daemon::settle::{Kind, SettlerTask, Terms};
+use crate::daemon::testing::{answer, FakeApp, FakeSqs};
+use crate::time::SystemClock;
+
+struct Rig {
+    dispatcher: Dispatcher,
+    sqs: Arc<FakeSqs>,
+    room: Arc<Room>,
+    _task: SettlerTask,
+}
+
+fn rig(app: Arc<FakeApp>) -> Rig {
+    let sqs = FakeSqs::ok();
+    let metrics = Arc::new(Metrics::new());
+    let (settler, task) = Settler::spawn(
+        sqs.clone(),
+        Terms {
+            lease_s: 30,
+            linger: Duration::from_millis(20),
+            max_calls: 16,
+        },
+        metrics.clone(),
+    );
+    Rig {
+        dispatcher: Dispatcher {
+            http: app,
+            template: Template::new("http://127.0.0.1:9", "/work", "application/json", "q"),
+            success_codes: SuccessCodes::Only200,
+            error_visibility_s: 7,
+            retention: Duration::from_secs(60),
+            settler,
+            metrics,
+            clock: Arc::new(SystemClock),
+            connections: Arc::new(Semaphore::new(10)),
+        },
+        sqs,
+        room: Room::new(10),
+        _task: task,
+    }
+}
+
+impl Rig {
+    /// A received message, held by the settler, with its place in the room.
+    async fn held(&self, id: &str, group: Option<&str>) -> Held {
+        let now = Instant::now();
+        let key = self.dispatcher.settler.hold(
+            id,
+            format!("rh-{id}"),
+            now,
+            now + Duration::from_secs(29),
+        );
+        assert_eq!(self.room.take(1, Duration::ZERO).await, 1);
+        Held {
+            msg: Incoming {
+                id: id.to_string(),
+                key,
+                group_id: group.map(str::to_string),
+                received: Some(now),
+                ..Incoming::default()
+            },
+            place: self.room.place(),
+        }
+    }
+
+    /// What SQS was told, per receipt handle, once the linger has passed.
+    async fn settled(&self) -> Vec<(String, Option<u32>)> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.sqs.entries()
+    }
+}
+
+fn delete(id: &str) -> (String, Option<u32>) {
+    (format!("rh-{id}"), None)
+}
+
+fn visible_after(id: &str, s: u32) -> (String, Option<u32>) {
+    (format!("rh-{id}"), Some(s))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_outcome_settles_as_the_contract_says() {
+    let app = FakeApp::new(|seen| {
+        let result = match seen.msgid.as_str() {
+            "ok" => Ok(answer(200)),
+            "busy" => Ok(Answer {
+                status: 429,
+                retry_after: Some("17".into()),
+            }),
+            "broken" => Ok(answer(500)),
+            _ => Err(Failure::Connect("connection refused".into())),
+        };
+        (Duration::from_millis(5), result)
+    });
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    for id in ["ok", "busy", "broken", "down"] {
+        let held = r.held(id, None).await;
+        r.dispatcher
+            .deliver_in_order(vec![held], &never, &never)
+            .await;
+    }
+    let mut settled = r.settled().await;
+    settled.sort();
+    let mut expected = vec![
+        delete("ok"),
+        visible_after("busy", 17),
+        visible_after("broken", 7),
+        visible_after("down", 7),
+    ];
+    expected.sort();
+    assert_eq!(settled, expected);
+    assert_eq!(r.room.used(), 0, "every place was given back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fifo_group_gives_back_the_rest_after_a_failure() {
+    let app = FakeApp::new(|seen| {
+        let status = if seen.msgid == "g2" { 500 } else { 200 };
+        (Duration::from_millis(5), Ok(answer(status)))
+    });
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    let list = vec![
+        r.held("g1", Some("g")).await,
+        r.held("g2", Some("g")).await,
+        r.held("g3", Some("g")).await,
+        r.held("g4", Some("g")).await,
+    ];
+    r.dispatcher.deliver_in_order(list, &never, &never).await;
+    let seen = app.seen();
+    let posted: Vec<&str> = seen.iter().map(|s| s.msgid.as_str()).collect();
+    assert_eq!(posted, vec!["g1", "g2"]);
+    assert!(
+        seen[1].at >= seen[0].at + Duration::from_millis(5),
+        "g2 starts only once g1 was answered"
+    );
+    assert!(seen.iter().all(|s| s.target == "/work"), "{seen:?}");
+    let mut settled = r.settled().await;
+    settled.sort();
+    assert_eq!(
+        settled,
+        vec![
+            delete("g1"),
+            visible_after("g2", 7),
+            visible_after("g3", 0),
+            visible_after("g4", 0)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_gives_back_what_has_not_started_and_lets_the_post_under_way_finish() {
+    let app = FakeApp::status(200, Duration::from_secs(5));
+    let r = rig(app.clone());
+    let stop = CancellationToken::new();
+    let never = CancellationToken::new();
+    let list = vec![r.held("a", Some("g")).await, r.held("b", Some("g")).await];
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stopper.cancel();
+    });
+    r.dispatcher.deliver_in_order(list, &stop, &never).await;
+    assert_eq!(app.seen().len(), 1);
+    let mut settled = r.settled().await;
+    settled.sort();
+    assert_eq!(settled, vec![delete("a"), visible_after("b", 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_abandons_the_post_and_releases_its_message_at_once() {
+    let app = FakeApp::status(200, Duration::from_secs(600));
+    let r = rig(app.clone());
+    let abort = CancellationToken::new();
+    let never = CancellationToken::new();
+    let held = r.held("slow", None).await;
+    let aborter = abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        aborter.cancel();
+    });
+    let t0 = Instant::now();
+    r.dispatcher
+        .deliver_in_order(vec![held], &never, &abort)
+        .await;
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(r.settled().await, vec![visible_after("slow", 0)]);
+    assert_eq!(r.dispatcher.metrics.released.get(), 1);
+    assert_eq!(r.dispatcher.metrics.in_flight.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_past_retention_on_sqs_clock_is_deleted_unsent() {
+    let app = FakeApp::status(200, Duration::ZERO);
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    let mut old = r.held("old", None).await;
+    old.msg.first_received_at_ms = Some(1_000_000);
+    old.msg.sqs_received_ms = Some(1_000_000 + 61_000);
+    // The same age, but SQS's clock unknown: delivered.
+    let mut unknown = r.held("unknown", None).await;
+    unknown.msg.first_received_at_ms = Some(1_000_000);
+    r.dispatcher
+        .deliver_in_order(vec![old], &never, &never)
+        .await;
+    r.dispatcher
+        .deliver_in_order(vec![unknown], &never, &never)
+        .await;
+    let posted: Vec<String> = app.seen().into_iter().map(|s| s.msgid).collect();
+    assert_eq!(posted, vec!["unknown"]);
+    assert_eq!(r.dispatcher.metrics.expired.get(), 1);
+    let mut settled = r.settled().await;
+    settled.sort();
+    assert_eq!(settled, vec![delete("old"), delete("unknown")]);
+    assert!(r.sqs.calls().iter().all(|c| c.kind == Kind::Delete));
+}
