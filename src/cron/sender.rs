@@ -3,10 +3,12 @@
 //! unknown (which [`super::enqueue`] never repeats on a standard queue).
 //!
 //! Certainly not sent: the request could not be built; no connection was
-//! made (DNS, refused, connect timeout, TLS handshake); SQS answered with an
-//! error. Unknown: anything after a connection was made that is not an
-//! answer (no answer within [`SEND_TIMEOUT`], the connection broke, an answer
-//! that could not be read). The SDK's own retries are off (see
+//! made (DNS, refused, connect timeout, TLS handshake); SQS answered with a
+//! client error (4xx: the request was refused, throttling included).
+//! Unknown: anything after a connection was made that is not such an answer
+//! (no answer within [`SEND_TIMEOUT`], the connection broke, an answer that
+//! could not be read, or a server error: a 5xx may come after SQS, or a load
+//! balancer in front of it, took the message). The SDK's own retries are off (see
 //! `crate::aws::setup`), so every repeat is decided here.
 
 use std::collections::HashMap;
@@ -147,7 +149,8 @@ impl TaskSender for SqsSender {
 /// Classifies a failed SendMessage (see the module documentation).
 pub fn outcome_of(e: SdkError<SendMessageError, HttpResponse>) -> SendOutcome {
     let certain = match &e {
-        SdkError::ConstructionFailure(_) | SdkError::ServiceError(_) => true,
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::ServiceError(s) => !s.raw().status().is_server_error(),
         SdkError::DispatchFailure(d) => d.as_connector_error().is_some_and(|c| never_connected(c)),
         _ => false,
     };
@@ -303,6 +306,15 @@ mod tests {
                             let _ = conn.write_all(answer.as_bytes()).await;
                             tokio::time::sleep(Duration::from_secs(5)).await;
                         }
+                        "internal" => {
+                            let body = r#"{"__type":"com.amazonaws.sqs#InternalError","message":"try again"}"#;
+                            let answer = format!(
+                                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/x-amz-json-1.0\r\ncontent-length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = conn.write_all(answer.as_bytes()).await;
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
                         "hang" => tokio::time::sleep(Duration::from_secs(30)).await,
                         _ => drop(conn),
                     }
@@ -358,5 +370,15 @@ mod tests {
         // The server read the request and never answered.
         let outcome = send_to(&server("hang").await, Duration::from_millis(500)).await;
         assert!(matches!(outcome, SendOutcome::Unknown(_)), "{outcome:?}");
+    }
+
+    #[tokio::test]
+    async fn a_server_error_answer_has_an_unknown_outcome() {
+        // A 5xx may come after the message was taken: not a certain failure.
+        let outcome = send_to(&server("internal").await, Duration::from_secs(5)).await;
+        assert!(
+            matches!(&outcome, SendOutcome::Unknown(e) if e.contains("InternalError") || e.contains("try again")),
+            "{outcome:?}"
+        );
     }
 }
