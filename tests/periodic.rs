@@ -1098,8 +1098,9 @@ fn bad_cron_files_stop_startup_naming_entry_and_field() {
 }
 
 /// Runs sqsd in both modes (startup and `check-config`) on `cron_file`:
-/// exit code, standard error and how long it took, for each.
-fn run_both_modes(cron_file: &str) -> Vec<(i32, String, Duration)> {
+/// exit code, standard error and how long it took, for each. `before_each`
+/// runs before each of the two.
+fn run_both_modes(cron_file: &str, before_each: impl Fn()) -> Vec<(i32, String, Duration)> {
     [&[][..], &["check-config"][..]]
         .iter()
         .map(|mode| {
@@ -1110,6 +1111,7 @@ fn run_both_modes(cron_file: &str) -> Vec<(i32, String, Duration)> {
                 "--cron-file",
                 cron_file,
             ]);
+            before_each();
             let started = std::time::Instant::now();
             let (code, err) = run_sqsd(&args);
             (code, err, started.elapsed())
@@ -1120,7 +1122,7 @@ fn run_both_modes(cron_file: &str) -> Vec<(i32, String, Duration)> {
 #[test]
 fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
     // Endless input: a device, and a pipe whose writer never stops.
-    for (code, err, took) in run_both_modes("/dev/zero") {
+    for (code, err, took) in run_both_modes("/dev/zero", || {}) {
         assert_eq!(code, 64, "{err}");
         assert!(
             err.contains("/dev/zero") && err.contains("1048576"),
@@ -1135,7 +1137,9 @@ fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
         .status()
         .expect("mkfifo");
     assert!(made.success());
-    for _ in 0..2 {
+    // Each run gets its own writer: one that opened the pipe for an earlier
+    // run may be gone, and a reader with no writer waits in open().
+    let writer = || {
         let path = fifo.clone();
         // Writes until the reader goes away (then the write fails).
         std::thread::spawn(move || {
@@ -1146,8 +1150,8 @@ fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
             let chunk = vec![b'#'; 64 * 1024];
             while w.write_all(&chunk).is_ok() {}
         });
-    }
-    for (code, err, took) in run_both_modes(fifo.to_str().unwrap()) {
+    };
+    for (code, err, took) in run_both_modes(fifo.to_str().unwrap(), writer) {
         assert_eq!(code, 64, "{err}");
         assert!(
             err.contains("cron.fifo") && err.contains("1048576"),
@@ -1162,7 +1166,7 @@ fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
         big.push_str("# padding padding padding padding padding padding padding\n");
     }
     let file = scratch_file("cron.yaml", &big);
-    for (code, err, _) in run_both_modes(file.to_str().unwrap()) {
+    for (code, err, _) in run_both_modes(file.to_str().unwrap(), || {}) {
         assert_eq!(code, 64, "{err}");
         assert!(
             err.contains(file.to_str().unwrap()) && err.contains("1048576"),
@@ -1176,7 +1180,7 @@ fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
         .collect();
     let refs: Vec<(&str, &str, &str)> = many.iter().map(|(n, u, s)| (n.as_str(), *u, *s)).collect();
     let file = scratch_file("cron.yaml", &cron_yaml(&refs));
-    for (code, err, _) in run_both_modes(file.to_str().unwrap()) {
+    for (code, err, _) in run_both_modes(file.to_str().unwrap(), || {}) {
         assert_eq!(code, 64, "{err}");
         assert!(
             err.contains(file.to_str().unwrap()) && err.contains("1001 tasks; at most 1000"),
