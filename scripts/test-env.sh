@@ -60,6 +60,10 @@ install() {
       "botocore==1.44.5"
     touch "$tools_venv/.installed-v1"
   fi
+  if [ ! -f "$tools_venv/.installed-faketime-v1" ]; then
+    "$tools_venv/bin/pip" install --quiet --disable-pip-version-check "libfaketime==3.0.1"
+    touch "$tools_venv/.installed-faketime-v1"
+  fi
 }
 
 wait_http() { # url seconds
@@ -105,6 +109,7 @@ start() {
   echo "export SQSD_TEST_PYTHON_JSON=$venv/bin/python"
   echo "export SQSD_TEST_PYTHON_QUERY=$query_venv/bin/python"
   echo "export SQSD_TEST_TOOLS=$tools_venv/bin"
+  echo "export SQSD_TEST_FAKETIME_LIB=$(find "$tools_venv" -name 'libfaketime.so.1' -path '*libfaketime/vendor*' | head -n 1)"
 }
 
 stop() {

@@ -11,6 +11,10 @@ scripts/test-env.sh install
 export SQSD_TEST_PYTHON_JSON=${SQSD_TEST_PYTHON_JSON:-$PWD/.test-env/venv/bin/python}
 export SQSD_TEST_PYTHON_QUERY=${SQSD_TEST_PYTHON_QUERY:-$PWD/.test-env/query-venv/bin/python}
 export SQSD_TEST_TOOLS=${SQSD_TEST_TOOLS:-$PWD/.test-env/tools-venv/bin}
+if [ -z "${SQSD_TEST_FAKETIME_LIB:-}" ]; then
+  SQSD_TEST_FAKETIME_LIB=$(find "$PWD/.test-env/tools-venv" -name 'libfaketime.so.1' -path '*libfaketime/vendor*' | head -n 1)
+  export SQSD_TEST_FAKETIME_LIB
+fi
 started_here=0
 embedded_pid=
 if [ -z "${SQSD_TEST_SQS_ENDPOINT:-}" ] || [ -z "${SQSD_TEST_DYNAMODB_ENDPOINT:-}" ]; then

@@ -88,6 +88,230 @@ fn several_bad_settings_are_reported_at_once_with_sources() {
     let _ = std::fs::remove_file(file);
 }
 
+/// How a bounded run ended: exit code (None if it had to be killed at the
+/// deadline), how long it took, and the first bytes of its output.
+struct Bounded {
+    code: Option<i32>,
+    took: Duration,
+    stderr: String,
+    stderr_bytes: u64,
+    stdout_bytes: u64,
+}
+
+/// Runs sqsd with output to files and kills it at `deadline`, so a run that
+/// would hang or flood cannot take the test down with it.
+fn run_bounded(args: &[&str], deadline: Duration) -> Bounded {
+    let dir = std::env::temp_dir();
+    let tag = fastrand::u64(..);
+    let out_path = dir.join(format!("sqsd-{tag}.out"));
+    let err_path = dir.join(format!("sqsd-{tag}.err"));
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let mut cmd = common::sqsd_command(&args);
+    cmd.stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    let started = std::time::Instant::now();
+    let mut child = cmd.spawn().expect("run sqsd");
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for sqsd") {
+            break status.code();
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = started.elapsed();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let (stdout_bytes, stderr_bytes) = (size(&out_path), size(&err_path));
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(&err_path) {
+        use std::io::Read;
+        let _ = f.take(16 * 1024).read_to_end(&mut head);
+    }
+    let _ = std::fs::remove_file(&out_path);
+    let _ = std::fs::remove_file(&err_path);
+    Bounded {
+        code,
+        took,
+        stderr: String::from_utf8_lossy(&head).into_owned(),
+        stderr_bytes,
+        stdout_bytes,
+    }
+}
+
+/// Generous for 12 test threads on 2 cores; the refusals take milliseconds.
+const QUICK: Duration = Duration::from_secs(10);
+
+/// Exit 64 within [`QUICK`], one short message naming `needle`.
+fn assert_refused_quickly(run: &Bounded, needle: &str) {
+    assert_eq!(
+        run.code,
+        Some(64),
+        "exit {:?} after {:?}: {}",
+        run.code,
+        run.took,
+        run.stderr
+    );
+    assert!(run.took < QUICK, "took {:?}", run.took);
+    assert!(
+        run.stderr_bytes < 8 * 1024 && run.stdout_bytes < 8 * 1024,
+        "{} bytes on stderr, {} on stdout",
+        run.stderr_bytes,
+        run.stdout_bytes
+    );
+    assert!(
+        run.stderr.contains(needle),
+        "{needle:?} missing: {}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("invalid configuration").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn deeply_nested_config_exits_64_quickly() {
+    let flow = temp_file("deep-flow.yaml", &format!("x: {}", "[".repeat(100_000)));
+    let dashes = temp_file(
+        "deep-seq.yaml",
+        &format!("x:\n  {}1\n", "- ".repeat(100_000)),
+    );
+    for file in [flow, dashes] {
+        let run = run_bounded(
+            &[
+                "check-config",
+                "--queue-url",
+                Q,
+                "--config",
+                file.to_str().unwrap(),
+            ],
+            QUICK * 2,
+        );
+        assert_refused_quickly(&run, "nested too deeply");
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+#[test]
+fn config_file_over_one_mib_exits_64_quickly() {
+    // Valid YAML that sqsd would otherwise accept: only its size is wrong.
+    let mut text = String::from("http_path: /big\n");
+    while text.len() <= 2 * 1024 * 1024 {
+        text.push_str("# this comment only makes the file large, nothing else\n");
+    }
+    let file = temp_file("big.yaml", &text);
+    let run = run_bounded(
+        &[
+            "check-config",
+            "--queue-url",
+            Q,
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        QUICK * 2,
+    );
+    assert_refused_quickly(&run, "larger than the limit of 1 MiB");
+    let _ = std::fs::remove_file(file);
+}
+
+#[test]
+fn endless_config_input_stops_at_the_cap() {
+    let run = run_bounded(
+        &["check-config", "--queue-url", Q, "--config", "/dev/zero"],
+        QUICK * 2,
+    );
+    assert_refused_quickly(&run, "larger than the limit of 1 MiB");
+
+    // A FIFO whose writer never stops: sqsd reads 1 MiB and one byte, then
+    // closes it, and the writer sees the pipe break.
+    let fifo = std::env::temp_dir().join(format!("sqsd-{}.fifo", fastrand::u64(..)));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let writer_path = fifo.clone();
+    let writer = std::thread::spawn(move || -> u64 {
+        use std::io::Write;
+        let Ok(mut pipe) = std::fs::OpenOptions::new().write(true).open(&writer_path) else {
+            return 0;
+        };
+        let chunk = [b'#'; 64 * 1024];
+        let mut written = 0u64;
+        // Ends when the reader closes; the cap keeps it from looping on.
+        while written < 256 * 1024 * 1024 {
+            match pipe.write(&chunk) {
+                Ok(n) => written += n as u64,
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let run = run_bounded(
+        &[
+            "check-config",
+            "--queue-url",
+            Q,
+            "--config",
+            fifo.to_str().unwrap(),
+        ],
+        QUICK * 2,
+    );
+    assert_refused_quickly(&run, "larger than the limit of 1 MiB");
+    let written = writer.join().expect("writer thread");
+    assert!(written < 16 * 1024 * 1024, "sqsd took {written} bytes");
+    let _ = std::fs::remove_file(fifo);
+}
+
+#[test]
+fn many_unknown_keys_give_one_bounded_message() {
+    let text: String = (0..30_000)
+        .map(|i| format!("no_such_key_{i}: 1\n"))
+        .collect();
+    assert!(text.len() < 1024 * 1024);
+    let file = temp_file("unknown.yaml", &text);
+    let run = run_bounded(
+        &[
+            "check-config",
+            "--queue-url",
+            Q,
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        QUICK * 2,
+    );
+    assert_refused_quickly(&run, "no_such_key_0 ");
+    assert_eq!(
+        run.stderr.matches("no_such_key_0 ").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("known keys in the file").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("http_connections").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("29980 more unknown keys"),
+        "{}",
+        run.stderr
+    );
+    let _ = std::fs::remove_file(file);
+}
+
 #[test]
 fn unknown_flag_exits_64() {
     let (code, _, err) = run_to_end(&["--queue-url", Q, "--bogus", "1"], &[]);
@@ -265,4 +489,69 @@ async fn custom_endpoint_needs_no_credentials_or_region() {
         "{}",
         d.log_text()
     );
+}
+
+#[test]
+fn visibility_lease_in_each_spelling_help_and_check_config() {
+    let (code, out, _) = run_to_end(&["--help"], &[]);
+    assert_eq!(code, 0);
+    for needle in [
+        "--visibility-lease",
+        "SQSD_VISIBILITY_LEASE",
+        "[default: 30s]",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from --help:\n{out}");
+    }
+
+    let file = temp_file("lease.yaml", "visibility_lease: 90\n");
+    let path = file.to_str().unwrap();
+    let cases: &[Case] = &[
+        (&[], &[], "visibility_lease: \"30s\"  # default"),
+        (&["--config", path], &[], "visibility_lease: \"90\"  # file"),
+        (
+            &["--config", path],
+            &[("SQSD_VISIBILITY_LEASE", "2m")],
+            "visibility_lease: \"2m\"  # environment variable SQSD_VISIBILITY_LEASE",
+        ),
+        (
+            &["--config", path, "--visibility-lease", "0"],
+            &[("SQSD_VISIBILITY_LEASE", "2m")],
+            "visibility_lease: \"0\"  # flag --visibility-lease",
+        ),
+    ];
+    for (flags, env, line) in cases {
+        let mut args = vec!["check-config", "--queue-url", Q];
+        args.extend_from_slice(flags);
+        let (code, out, err) = run_to_end(&args, env);
+        assert_eq!(code, 0, "{flags:?} {env:?}: {err}");
+        assert!(out.contains(line), "{line:?} missing:\n{out}");
+    }
+    let _ = std::fs::remove_file(file);
+
+    let refused: &[Case] = &[
+        (
+            &["--visibility-lease", "43201"],
+            &[],
+            "flag --visibility-lease",
+        ),
+        (
+            &[],
+            &[("SQSD_VISIBILITY_LEASE", "1.5")],
+            "environment variable SQSD_VISIBILITY_LEASE",
+        ),
+    ];
+    for (flags, env, source) in refused {
+        let mut args = vec!["check-config", "--queue-url", Q];
+        args.extend_from_slice(flags);
+        let (code, _, err) = run_to_end(&args, env);
+        assert_eq!(code, 64, "{flags:?} {env:?}: {err}");
+        assert!(
+            err.contains("visibility_lease") && err.contains(source),
+            "{err}"
+        );
+        assert!(
+            err.contains("43200s") || err.contains("whole number"),
+            "{err}"
+        );
+    }
 }

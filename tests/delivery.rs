@@ -594,3 +594,93 @@ async fn a_batch_entry_sqs_refuses_is_logged_and_counted() {
     assert_eq!(counted, 1.0);
     assert_eq!(app.count(), 1, "a purged message is not delivered again");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_names_differing_in_case_give_one_header_and_tabs_pass() {
+    let queue = TestQueue::new("attrcase").await;
+    let app = App::ok().await;
+    let id = queue
+        .send_with(
+            "payload",
+            &[
+                ("foo", "String", "lower"),
+                ("FOO", "String", "upper"),
+                ("Foo", "String", "title"),
+                ("tabbed", "String", "a\tb"),
+            ],
+        )
+        .await;
+    let d = Daemon::start(args(&queue, &app, &[])).await;
+    let r = app.wait_requests(1, WAIT).await.remove(0);
+    assert_eq!(r.msgid(), id);
+    let foo: Vec<String> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "x-aws-sqsd-attr-foo")
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .collect();
+    // One header, from the first name in byte order ("FOO" < "Foo" < "foo").
+    assert_eq!(foo, vec!["upper".to_string()]);
+    assert_eq!(r.header("x-aws-sqsd-attr-tabbed").as_deref(), Some("a\tb"));
+    queue.wait_empty(WAIT).await;
+    assert_eq!(
+        d.metric("sqsd_attributes_dropped_total{reason=\"duplicate_name\"}")
+            .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_attributes_on_an_ordinary_body_keep_the_body() {
+    let queue = TestQueue::new("notask").await;
+    let app = App::ok().await;
+    queue
+        .send_with(
+            "a real body",
+            &[
+                ("beanstalk.sqsd.path", "String", "/jobs"),
+                ("beanstalk.sqsd.task_name", "String", "looks-like-a-task"),
+                (
+                    "beanstalk.sqsd.scheduled_time",
+                    "String",
+                    "2026-01-01 00:00:00 UTC",
+                ),
+            ],
+        )
+        .await;
+    let _d = Daemon::start(args(&queue, &app, &[])).await;
+    let r = app.wait_requests(1, WAIT).await.remove(0);
+    assert_eq!(r.target, "/jobs");
+    assert_eq!(&r.body[..], b"a real body");
+    queue.wait_empty(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_retry_after_is_clamped_to_twelve_hours() {
+    let queue = TestQueue::new("hugeretry").await;
+    let app =
+        App::start(|_| Reply::status(429).header("retry-after", "99999999999999999999999")).await;
+    queue.send("x").await;
+    let d = Daemon::start(args(&queue, &app, &["--error-visibility-timeout", "1"])).await;
+    app.wait_requests(1, WAIT).await;
+    let line = d
+        .wait_log("delivery failed; message will be visible again", WAIT)
+        .await;
+    assert!(line.contains("retry_in_s=43200"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_100_kb_path_is_refused_as_too_long() {
+    let queue = TestQueue::new("longpath").await;
+    let app = App::ok().await;
+    let path = format!("/{}", "a".repeat(100 * 1024));
+    queue
+        .send_with("x", &[("beanstalk.sqsd.path", "String", &path)])
+        .await;
+    let d = Daemon::start(args(&queue, &app, &["--error-visibility-timeout", "600"])).await;
+    let line = d
+        .wait_log("refusing the message's beanstalk.sqsd.path", WAIT)
+        .await;
+    assert!(line.contains("longer than"), "{line}");
+    assert_eq!(app.count(), 0);
+}

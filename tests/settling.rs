@@ -171,3 +171,124 @@ async fn visibility_timeout_zero_on_a_queue_whose_own_is_zero_is_refused() {
         d.log_text()
     );
 }
+
+/// libfaketime, installed by `scripts/test-env.sh`, to run the daemon with
+/// a wall clock that is off.
+fn faketime_lib() -> String {
+    std::env::var("SQSD_TEST_FAKETIME_LIB")
+        .expect("SQSD_TEST_FAKETIME_LIB is not set: run the suite through scripts/test.sh")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_clock_ahead_of_sqs_does_not_expire_fresh_messages() {
+    // Old behaviour: the age was the host clock minus SQS's first-receive
+    // time, so a host clock 2 minutes fast deleted every message unsent
+    // as "expired" with a 60 s retention period.
+    let queue = TestQueue::new("skewed").await;
+    let app = App::ok().await;
+    let id = queue.send("fresh").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "+120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    app.wait_requests(1, WAIT).await;
+    queue.wait_empty(WAIT).await;
+    assert_eq!(app.for_message(&id).len(), 1, "{}", d.log_text());
+    assert_eq!(d.metric("sqsd_messages_expired_total").await, 0.0);
+    assert_eq!(d.metric("sqsd_messages_deleted_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_held_by_a_daemon_that_dies_is_back_within_the_lease() {
+    let queue = TestQueue::new("lease").await;
+    let app = App::start(|_| Reply::status(200).after(Duration::from_secs(600))).await;
+    let id = queue.send("held when the daemon dies").await;
+    let mut a = base_args(&queue, &app.url());
+    a.extend([
+        "--visibility-timeout".into(),
+        "300".into(),
+        "--visibility-lease".into(),
+        "4".into(),
+    ]);
+    let mut d = Daemon::start(a).await;
+    app.wait_requests(1, WAIT).await;
+    // Held past a few leases: renewed, never handed out twice.
+    eventually(WAIT, "two renewals", || async {
+        (d.metric("sqsd_lease_renewals_total").await >= 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.for_message(&id).len(), 1);
+    d.kill9();
+    let killed = std::time::Instant::now();
+    // With EB's behaviour the message would stay hidden for the whole
+    // visibility timeout (300 s). With a 4 s lease it is back within the
+    // lease; the dead daemon's long polls, still open on the server for up
+    // to 20 s, may each catch it once more, but each only for a lease.
+    let client = common::client();
+    let back = eventually(Duration::from_secs(60), "the message visible again", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(back, id);
+    let after = killed.elapsed();
+    assert!(after <= Duration::from_secs(30), "back after {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
+    let queue = TestQueue::new("aged").await;
+    let app = App::ok().await;
+    let id = queue.send("too old").await;
+    // A first receive starts the message's age on SQS's clock.
+    let client = common::client();
+    let first = eventually(WAIT, "the first receive", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .visibility_timeout(1)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await;
+    assert_eq!(first, id);
+    let received = std::time::Instant::now();
+    // The retention period (60 s, the least allowed) has to pass on SQS.
+    tokio::time::sleep(Duration::from_secs(62).saturating_sub(received.elapsed())).await;
+    // On a host clock two minutes behind, the message looks a minute young.
+    let mut a = base_args(&queue, &app.url());
+    a.extend(["--retention-period".into(), "60".into()]);
+    let mut cmd = common::sqsd_command(&a);
+    cmd.env("LD_PRELOAD", faketime_lib())
+        .env("FAKETIME", "-120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    let d = common::Daemon::start_with(cmd).await;
+    queue.wait_empty(WAIT).await;
+    eventually(WAIT, "the expired count", || async {
+        (d.metric("sqsd_messages_expired_total").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(app.count(), 0, "an expired message is deleted unsent");
+}

@@ -6,22 +6,32 @@
 //! - `GET /metrics`: Prometheus text format.
 //!
 //! Anything else is 404; a method other than GET or HEAD is 405.
+//!
+//! The listener is bounded as all of sqsd's are (`http1::server`): a
+//! connection that sends no request within 20 s is closed, and at most 64
+//! are open at once, which health checks and a metrics scraper never need.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::health::Health;
 use super::metrics::Metrics;
+use crate::http1::{serve as serve_http, Limits, HEAD_TIMEOUT};
+
+/// Every answer is immediate; the admin port serves a few local callers.
+const LIMITS: Limits = Limits {
+    head_timeout: HEAD_TIMEOUT,
+    request_timeout: Duration::from_secs(10),
+    max_connections: 64,
+};
 
 /// State the endpoints read.
 #[derive(Clone)]
@@ -37,29 +47,11 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// Serves until `stop` is cancelled.
 pub async fn serve(listener: TcpListener, admin: Admin, stop: CancellationToken) {
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin listener accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(&req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let handler = move |request: Request<Incoming>| {
+        let answer = admin.answer(&request);
+        async move { answer }
+    };
+    serve_http("admin", listener, LIMITS, stop, handler).await;
 }
 
 impl Admin {

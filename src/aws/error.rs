@@ -82,21 +82,54 @@ impl<S> AwsError<S> {
     /// Whether AWS may have refused the request only because this machine's
     /// clock is off (it then refuses the signature as if it were wrong).
     pub fn may_be_clock_skew(&self) -> bool {
+        is_signature_or_skew(self.code.as_deref())
+    }
+
+    /// Whether AWS refused the credentials themselves (expired, or unknown
+    /// to it): other credentials from the provider may pass.
+    pub fn refuses_credentials(&self) -> bool {
         matches!(
             self.code.as_deref(),
             Some(
-                "SignatureDoesNotMatch"
-                    | "InvalidSignatureException"
-                    | "RequestTimeTooSkewed"
-                    | "RequestExpired"
-                    | "RequestInTheFuture"
-                    | "AuthFailure"
+                "ExpiredToken"
+                    | "ExpiredTokenException"
+                    | "InvalidClientTokenId"
+                    | "UnrecognizedClientException"
+                    | "InvalidAccessKeyId"
+                    | "InvalidToken"
+                    | "TokenRefreshRequired"
             )
         )
     }
 }
 
-/// SQS: throttling and server faults pass; other refusals do not.
+/// A signature refused as wrong or out of date. AWS answers so to a clock
+/// far off from its own, and every request signed before the daemon learned
+/// AWS's time from an answer is refused alike; the next try is signed with
+/// AWS's time.
+fn is_signature_or_skew(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "SignatureDoesNotMatch"
+                | "InvalidSignatureException"
+                | "RequestTimeTooSkewed"
+                | "RequestExpired"
+                | "RequestInTheFuture"
+                | "AuthFailure"
+        )
+    )
+}
+
+/// SQS: throttling, server faults, and signatures refused (see
+/// [`is_signature_or_skew`]) pass; other refusals do not. Refused
+/// credentials are permanent here; the direct client, which can fetch new
+/// ones, makes them transient while that may help.
+///
+/// Transient means "retry within the caller's own deadline" (a message's
+/// visibility, the next tick): a signature that stays wrong fails there. The
+/// startup check, which needs a definite answer, bounds its own retries of
+/// signature refusals (`queue::check_queue`).
 pub enum Sqs {}
 
 impl Classify for Sqs {
@@ -112,14 +145,9 @@ impl Classify for Sqs {
                     | "InternalFailure"
                     | "KmsThrottled"
                     | "RequestTimeout"
-                    // A clock off from AWS's: the next try is signed with
-                    // AWS's time.
-                    | "RequestTimeTooSkewed"
-                    | "RequestExpired"
-                    | "RequestInTheFuture"
             )
         );
-        !(transient_code || status >= 500 || status == 429)
+        !(transient_code || is_signature_or_skew(code) || status >= 500 || status == 429)
     }
 }
 
@@ -162,6 +190,51 @@ mod tests {
         ));
         assert!(Sqs::permanent(Some("AccessDenied"), 403));
         assert!(Sqs::permanent(None, 403));
+    }
+
+    #[test]
+    fn sqs_retries_refused_signatures_and_clock_skew() {
+        for code in [
+            "SignatureDoesNotMatch",
+            "InvalidSignatureException",
+            "RequestTimeTooSkewed",
+            "RequestExpired",
+            "RequestInTheFuture",
+            "AuthFailure",
+        ] {
+            assert!(!Sqs::permanent(Some(code), 403), "{code}");
+            assert!(!Sqs::permanent(Some(code), 400), "{code}");
+            let e = SqsError {
+                code: Some(code.into()),
+                ..SqsError::new("x", true)
+            };
+            assert!(e.may_be_clock_skew() && !e.refuses_credentials(), "{code}");
+        }
+    }
+
+    #[test]
+    fn refused_credentials_are_told_apart_but_permanent_by_themselves() {
+        for code in [
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "InvalidClientTokenId",
+            "UnrecognizedClientException",
+            "InvalidAccessKeyId",
+        ] {
+            assert!(Sqs::permanent(Some(code), 403), "{code}");
+            let e = SqsError {
+                code: Some(code.into()),
+                ..SqsError::new("x", true)
+            };
+            assert!(e.refuses_credentials() && !e.may_be_clock_skew(), "{code}");
+        }
+        for code in ["AccessDenied", "AWS.SimpleQueueService.NonExistentQueue"] {
+            let e = SqsError {
+                code: Some(code.into()),
+                ..SqsError::new("x", true)
+            };
+            assert!(!e.refuses_credentials() && !e.may_be_clock_skew(), "{code}");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Everything that speaks to AWS for the daemon: the SDK setup from the
 //! standard AWS chain ([`setup`]), the worker queue's startup check and its
 //! receive call ([`queue`]), the direct JSON-protocol client of the hot path
-//! ([`sqs_json`]), and the classification of failed calls ([`error`]).
+//! ([`sqs_json`]) and the credentials it signs with ([`credentials`]), and
+//! the classification of failed calls ([`error`]).
 //!
 //! May use: `config`, `admin` (to count calls), `time` and the shared
 //! `http1` pool. Knows nothing of the application or of settling rules.
 
+pub mod credentials;
 pub mod error;
 pub mod queue;
 pub mod setup;

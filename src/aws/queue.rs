@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use aws_sdk_sqs::Client;
 
 use super::error::SqsError;
-use super::sqs_json::{EndpointProbe, SqsJson, WireMessage};
+use super::sqs_json::{EndpointProbe, Received, SqsJson};
 use crate::admin::metrics::Metrics;
 use crate::time::Backoff;
 
@@ -18,6 +18,10 @@ use crate::time::Backoff;
 pub const WAIT_TIME_S: i32 = 20;
 /// Most messages SQS returns from one receive.
 pub const MAX_BATCH: usize = 10;
+/// Signature refusals the startup check retries, each signed with the clock
+/// the SDK learned from the refusal before, until it takes them as wrong
+/// credentials.
+const CLOCK_RETRIES: u32 = 2;
 
 /// Why the queue cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +40,7 @@ pub async fn check_queue(
 ) -> Result<(HashMap<QueueAttributeName, String>, String), QueueError> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let probe = EndpointProbe::default();
-    let mut retried_for_clock = false;
+    let mut retried_for_clock = 0;
     loop {
         let result = client
             .get_queue_attributes()
@@ -58,13 +62,20 @@ pub async fn check_queue(
             Err(e) => {
                 let e = SqsError::from(e);
                 // The SDK learns the endpoint's clock from a refusal and signs
-                // the next request with it: one more try tells a clock that
-                // was off from credentials that are wrong.
-                if e.permanent && e.may_be_clock_skew() && !retried_for_clock {
-                    retried_for_clock = true;
-                    tracing::warn!(queue = %url, error = %e,
-                        "SQS refused the signature; trying once more in case this machine's clock is off");
-                    continue;
+                // the next request with it: a few more tries tell a clock
+                // that was off from credentials that are wrong, which must
+                // stop startup (signature refusals are transient elsewhere).
+                if e.may_be_clock_skew() {
+                    if retried_for_clock < CLOCK_RETRIES {
+                        retried_for_clock += 1;
+                        tracing::warn!(queue = %url, error = %e,
+                            "SQS refused the signature; trying again in case this machine's clock is off");
+                        continue;
+                    }
+                    return Err(QueueError::Unusable {
+                        url: url.to_string(),
+                        reason: e.message,
+                    });
                 }
                 if e.permanent {
                     return Err(QueueError::Unusable {
@@ -98,7 +109,7 @@ impl Queue {
         max: usize,
         visibility_s: Option<u32>,
         long: bool,
-    ) -> Result<Vec<WireMessage>, SqsError> {
+    ) -> Result<Received, SqsError> {
         let wait = if long { WAIT_TIME_S as u32 } else { 0 };
         let result = self
             .api

@@ -12,10 +12,10 @@
 //! to the same place.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
@@ -26,6 +26,7 @@ use http::{Method, Uri};
 use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 
+use super::credentials::CredentialCache;
 use super::error::{Classify, Sqs, SqsError};
 use crate::http1::{error_chain, Failure, Pool};
 
@@ -34,8 +35,9 @@ const RECEIVE_TIMEOUT: Duration = Duration::from_secs(35);
 /// Batch calls answer at once.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(15);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Credentials are renewed this long before they expire, as the SDK does.
-const CREDENTIALS_MARGIN: Duration = Duration::from_secs(300);
+/// Largest answer read. A full receive is about 3 MB (ten 256 KiB messages
+/// and their attributes); anything far larger is not SQS speaking.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// A clock this far off the endpoint's is corrected when signing (AWS refuses
 /// signatures more than 5 minutes off); as the SDK does.
 const SKEW_THRESHOLD_S: i64 = 4 * 60;
@@ -133,14 +135,15 @@ impl SqsJson {
         })
     }
 
-    /// One receive of up to `max` messages with every attribute.
+    /// One receive of up to `max` messages with every attribute, and the
+    /// time on SQS's clock when it answered.
     pub async fn receive(
         &self,
         queue_url: &str,
         max: usize,
         wait_s: u32,
         visibility_s: Option<u32>,
-    ) -> Result<Vec<WireMessage>, SqsError> {
+    ) -> Result<Received, SqsError> {
         let input = ReceiveInput {
             queue_url,
             max_number_of_messages: max,
@@ -150,9 +153,12 @@ impl SqsJson {
             message_system_attribute_names: ALL,
             message_attribute_names: ALL,
         };
-        let body = self.call(Action::Receive, &input, RECEIVE_TIMEOUT).await?;
-        let output: ReceiveOutput = parse(&body)?;
-        Ok(output.messages.unwrap_or_default())
+        let answer = self.call(Action::Receive, &input, RECEIVE_TIMEOUT).await?;
+        let output: ReceiveOutput = parse(&answer.body)?;
+        Ok(Received {
+            messages: output.messages.unwrap_or_default(),
+            sqs_date_ms: answer.date_ms,
+        })
     }
 
     /// One DeleteMessageBatch or ChangeMessageVisibilityBatch; the entries
@@ -164,21 +170,23 @@ impl SqsJson {
         entries: &[BatchEntry<'_>],
     ) -> Result<Vec<BatchFailure>, SqsError> {
         let input = BatchInput { queue_url, entries };
-        let body = self.call(action, &input, BATCH_TIMEOUT).await?;
-        let output: BatchOutput = parse(&body)?;
+        let answer = self.call(action, &input, BATCH_TIMEOUT).await?;
+        let output: BatchOutput = parse(&answer.body)?;
         Ok(output.failed.unwrap_or_default())
     }
 
-    /// Serializes, signs and sends one call; the body of a 200 answer.
+    /// Serializes, signs and sends one call, all within `timeout`; a 200
+    /// answer.
     async fn call(
         &self,
         action: Action,
         input: &impl Serialize,
         timeout: Duration,
-    ) -> Result<Bytes, SqsError> {
+    ) -> Result<Answer, SqsError> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let body = serde_json::to_vec(input)
             .map_err(|e| SqsError::new(format!("cannot encode {}: {e}", action.name()), true))?;
-        let credentials = self.credentials.get().await?;
+        let credentials = self.credentials.get(deadline).await?;
         let signed = self.signed_headers(action, &credentials, &body)?;
         let exchange = async {
             match &self.transport {
@@ -187,7 +195,7 @@ impl SqsJson {
                     *request.method_mut() = Method::POST;
                     *request.uri_mut() = self.path.clone();
                     *request.headers_mut() = signed;
-                    pool.send(request)
+                    pool.send(request, MAX_ANSWER_BYTES)
                         .await
                         .map(|(head, body)| (head.status, head.headers, body))
                 }
@@ -200,15 +208,12 @@ impl SqsJson {
                         .await
                         .map_err(|e| Failure::Other(error_chain(&e)))?;
                     let (status, headers) = (response.status(), response.headers().clone());
-                    let body = response
-                        .bytes()
-                        .await
-                        .map_err(|e| Failure::Other(error_chain(&e)))?;
+                    let body = read_capped(response, MAX_ANSWER_BYTES).await?;
                     Ok((status, headers, body))
                 }
             }
         };
-        let (status, headers, body) = match tokio::time::timeout(timeout, exchange).await {
+        let (status, headers, body) = match tokio::time::timeout_at(deadline, exchange).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 return Err(SqsError::transient(format!(
@@ -223,26 +228,34 @@ impl SqsJson {
                 )))
             }
         };
-        let skew_changed = self.note_clock(&headers);
+        self.note_clock(&headers);
         if status.is_success() {
-            return Ok(body);
+            return Ok(Answer {
+                body,
+                date_ms: date_ms(&headers),
+            });
         }
         let mut error = service_error(status.as_u16(), &headers, &body);
-        // AWS refuses a signature from a clock too far off as if it were
-        // wrong (SignatureDoesNotMatch, "Signature expired"); once the clock
-        // is corrected, the same request goes through.
-        error.permanent &= !skew_changed;
+        if error.refuses_credentials() {
+            // Expired or revoked: the next call signs with fresh ones.
+            let renewable = self.credentials.refused(&credentials);
+            error.permanent = !renewable;
+            if renewable {
+                error.message.push_str(" (fetching new credentials)");
+            }
+        }
         Err(error)
     }
 
-    /// Learns the endpoint's clock from an answer's `Date`; whether the
-    /// correction changed.
-    fn note_clock(&self, headers: &http::HeaderMap) -> bool {
+    /// Learns the endpoint's clock from an answer's `Date`. Every call
+    /// refused for a signature made before this correction is transient (see
+    /// `error::Sqs`), so its retry is signed with the corrected time.
+    fn note_clock(&self, headers: &http::HeaderMap) {
         let Some(date) = headers.get(DATE).and_then(|d| d.to_str().ok()) else {
-            return false;
+            return;
         };
         let Some(skew) = clock_skew(date, SystemTime::now()) else {
-            return false;
+            return;
         };
         let before = self.skew_s.swap(skew, Ordering::Relaxed);
         if skew != before && skew != 0 {
@@ -251,7 +264,6 @@ impl SqsJson {
                 "this machine's clock is off from SQS's; signing with SQS's time"
             );
         }
-        skew != before
     }
 
     /// The request's headers, with the SigV4 signature added.
@@ -327,6 +339,34 @@ fn shifted(t: SystemTime, skew_s: i64) -> SystemTime {
     }
 }
 
+/// The answer's `Date` (SQS's clock, to the second) in epoch milliseconds.
+fn date_ms(headers: &http::HeaderMap) -> Option<i64> {
+    let date = headers.get(DATE)?.to_str().ok()?;
+    let at = httpdate::parse_http_date(date).ok()?;
+    let ms = at.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    i64::try_from(ms).ok()
+}
+
+/// A reqwest answer's body, failing past `max` bytes.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<Bytes, Failure> {
+    let too_large = || Failure::Other(format!("answer larger than {max} bytes"));
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Failure::Other(error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, SqsError> {
     serde_json::from_slice(body)
         .map_err(|e| SqsError::transient(format!("unreadable answer from SQS: {e}")))
@@ -367,70 +407,23 @@ pub fn service_error(status: u16, headers: &http::HeaderMap, body: &[u8]) -> Sqs
     error
 }
 
-/// Credentials from the provider, kept until shortly before they expire:
-/// the provider itself (the default chain) may call IMDS or STS each time.
-struct CredentialCache {
-    /// `None` when the AWS chain found no way to get credentials.
-    provider: Option<SharedCredentialsProvider>,
-    current: RwLock<Option<Credentials>>,
-    /// One refresh at a time; others wait for its result.
-    refreshing: tokio::sync::Mutex<()>,
-}
-
-impl CredentialCache {
-    fn new(provider: Option<SharedCredentialsProvider>) -> CredentialCache {
-        CredentialCache {
-            provider,
-            current: RwLock::new(None),
-            refreshing: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    fn fresh(&self, now: SystemTime) -> Option<Credentials> {
-        let current = self.current.read().ok()?;
-        let c = current.as_ref()?;
-        match c.expiry() {
-            Some(expiry) if expiry < now + CREDENTIALS_MARGIN => None,
-            _ => Some(c.clone()),
-        }
-    }
-
-    async fn get(&self) -> Result<Credentials, SqsError> {
-        if let Some(c) = self.fresh(SystemTime::now()) {
-            return Ok(c);
-        }
-        let _one = self.refreshing.lock().await;
-        if let Some(c) = self.fresh(SystemTime::now()) {
-            return Ok(c);
-        }
-        let Some(provider) = &self.provider else {
-            return Err(SqsError::transient(
-                "no AWS credentials: configure them (environment, profile, instance or task role)",
-            ));
-        };
-        match provider.provide_credentials().await {
-            Ok(c) => {
-                if let Ok(mut current) = self.current.write() {
-                    *current = Some(c.clone());
-                }
-                Ok(c)
-            }
-            Err(e) => {
-                // Credentials about to expire still sign until they do.
-                let still_valid = self.current.read().ok().and_then(|c| {
-                    c.as_ref()
-                        .filter(|c| c.expiry().map_or(true, |x| x > SystemTime::now()))
-                        .cloned()
-                });
-                still_valid.ok_or_else(|| {
-                    SqsError::transient(format!("cannot get AWS credentials: {}", error_chain(&e)))
-                })
-            }
-        }
-    }
-}
-
 const ALL: &[&str] = &["All"];
+
+/// A 200 answer.
+struct Answer {
+    body: Bytes,
+    /// Its `Date`, in epoch milliseconds.
+    date_ms: Option<i64>,
+}
+
+/// What one receive brought.
+#[derive(Default)]
+pub struct Received {
+    pub messages: Vec<WireMessage>,
+    /// When SQS answered, on SQS's clock (its `Date`, to the second), in
+    /// epoch milliseconds: message timestamps are on that clock too.
+    pub sqs_date_ms: Option<i64>,
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -693,53 +686,6 @@ mod tests {
         assert!(empty.messages.is_none());
     }
 
-    #[derive(Debug)]
-    struct Counting {
-        calls: Arc<std::sync::atomic::AtomicUsize>,
-        lifetime: Duration,
-    }
-
-    impl ProvideCredentials for Counting {
-        fn provide_credentials<'a>(
-            &'a self,
-        ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let expiry = SystemTime::now() + self.lifetime;
-            aws_credential_types::provider::future::ProvideCredentials::ready(Ok(Credentials::new(
-                format!("AK{n}"),
-                "secret",
-                None,
-                Some(expiry),
-                "test",
-            )))
-        }
-    }
-
-    #[tokio::test]
-    async fn credentials_are_reused_until_close_to_expiry() {
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let long = CredentialCache::new(Some(SharedCredentialsProvider::new(Counting {
-            calls: calls.clone(),
-            lifetime: Duration::from_secs(3600),
-        })));
-        for _ in 0..5 {
-            assert_eq!(long.get().await.unwrap().access_key_id(), "AK0");
-        }
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-
-        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let short = CredentialCache::new(Some(SharedCredentialsProvider::new(Counting {
-            calls: calls.clone(),
-            lifetime: Duration::from_secs(60),
-        })));
-        assert_eq!(short.get().await.unwrap().access_key_id(), "AK0");
-        assert_eq!(short.get().await.unwrap().access_key_id(), "AK1");
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
-    }
-
     #[test]
     fn clock_skew_counts_only_when_it_would_spoil_signatures() {
         let now = httpdate::parse_http_date("Sun, 22 Nov 2026 08:00:00 GMT").unwrap();
@@ -751,6 +697,240 @@ mod tests {
         assert_eq!(skew("yesterday"), None);
         assert_eq!(shifted(now, -3600), now - Duration::from_secs(3600));
         assert_eq!(shifted(now, 600), now + Duration::from_secs(600));
+    }
+
+    /// An SQS stand-in on loopback: answers call `n` (from 0) with
+    /// `script(n)`: status, extra headers, body; records every request head.
+    struct Stub {
+        url: String,
+        heads: Arc<Mutex<Vec<http::HeaderMap>>>,
+        _stop: tokio_util::sync::DropGuard,
+    }
+
+    type Script = dyn Fn(usize) -> (u16, Vec<(&'static str, String)>, String) + Send + Sync;
+
+    impl Stub {
+        async fn start(barrier: usize, script: Arc<Script>) -> Stub {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/", listener.local_addr().unwrap());
+            let heads: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+            // Holds the first `barrier` requests until they all arrived.
+            let together = Arc::new(tokio::sync::Barrier::new(barrier.max(1)));
+            let stop = tokio_util::sync::CancellationToken::new();
+            let recorded = heads.clone();
+            let handler = move |request: http::Request<hyper::body::Incoming>| {
+                let n = {
+                    let mut heads = recorded.lock().unwrap();
+                    heads.push(request.headers().clone());
+                    heads.len() - 1
+                };
+                let (status, headers, body) = script(n);
+                let together = together.clone();
+                async move {
+                    if n < barrier {
+                        together.wait().await;
+                    }
+                    let mut answer = http::Response::new(Full::new(Bytes::from(body)));
+                    *answer.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                    for (k, v) in headers {
+                        answer
+                            .headers_mut()
+                            .insert(k, HeaderValue::from_str(&v).unwrap());
+                    }
+                    answer
+                }
+            };
+            let limits = crate::http1::Limits {
+                head_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                max_connections: 16,
+            };
+            let serving = crate::http1::serve("stub", listener, limits, stop.clone(), handler);
+            tokio::spawn(serving);
+            Stub {
+                url,
+                heads,
+                _stop: stop.drop_guard(),
+            }
+        }
+
+        fn head(&self, n: usize) -> http::HeaderMap {
+            self.heads.lock().unwrap()[n].clone()
+        }
+    }
+
+    fn refusal(code: &str) -> (u16, Vec<(&'static str, String)>, String) {
+        let body = format!(r#"{{"__type":"com.amazonaws.sqs#{code}","message":"refused"}}"#);
+        let header = ("x-amzn-query-error", format!("{code};Sender"));
+        (403, vec![header], body)
+    }
+
+    fn ok(body: &str) -> (u16, Vec<(&'static str, String)>, String) {
+        (200, vec![], body.to_string())
+    }
+
+    fn provider(
+        lifetime: Option<Duration>,
+    ) -> (
+        SharedCredentialsProvider,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let p = super::super::credentials::testing::Counting {
+            calls: calls.clone(),
+            lifetime,
+            same: false,
+        };
+        (SharedCredentialsProvider::new(p), calls)
+    }
+
+    fn access_key(head: &http::HeaderMap) -> String {
+        let auth = head["authorization"].to_str().unwrap();
+        let credential = auth.split("Credential=").nth(1).unwrap();
+        credential.split('/').next().unwrap().to_string()
+    }
+
+    async fn delete_one(client: &SqsJson) -> Result<Vec<BatchFailure>, SqsError> {
+        let entries = [BatchEntry {
+            id: "0".into(),
+            receipt_handle: "rh",
+            visibility_timeout: None,
+        }];
+        client
+            .batch(Action::DeleteBatch, "http://q/1/a", &entries)
+            .await
+    }
+
+    #[tokio::test]
+    async fn expired_credentials_are_dropped_and_the_next_call_signs_with_new_ones() {
+        for code in [
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "InvalidClientTokenId",
+        ] {
+            let stub = Stub::start(
+                0,
+                Arc::new(|n| if n == 1 { refusal(code) } else { ok("{}") }),
+            )
+            .await;
+            let (creds, fetches) = provider(Some(Duration::from_secs(3600)));
+            let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
+            delete_one(&client).await.unwrap();
+            let e = delete_one(&client).await.unwrap_err();
+            assert!(!e.permanent, "{code}: new credentials may pass: {e}");
+            assert!(e.message.contains(code), "{e}");
+            delete_one(&client).await.unwrap();
+            assert_eq!(fetches.load(Ordering::SeqCst), 2, "{code}: fetched anew");
+            assert_eq!(access_key(&stub.head(1)), "AK0");
+            assert_eq!(access_key(&stub.head(2)), "AK1");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_call_refused_before_the_clock_was_corrected_may_be_retried() {
+        // SQS's clock 15 minutes ahead: three calls signed with this
+        // machine's time are refused together; each may be retried, and the
+        // retry is signed with SQS's time.
+        let ahead = Duration::from_secs(900);
+        let stub = Stub::start(
+            3,
+            Arc::new(move |n| {
+                let date = httpdate::fmt_http_date(SystemTime::now() + ahead);
+                let (status, mut headers, body) = if n < 3 {
+                    refusal("SignatureDoesNotMatch")
+                } else {
+                    ok("{}")
+                };
+                headers.push(("date", date));
+                (status, headers, body)
+            }),
+        )
+        .await;
+        let (creds, _) = provider(None);
+        let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
+        let (a, b, c) = tokio::join!(
+            delete_one(&client),
+            delete_one(&client),
+            delete_one(&client)
+        );
+        for refused in [a, b, c] {
+            let e = refused.unwrap_err();
+            assert!(!e.permanent, "{e}");
+        }
+        delete_one(&client).await.unwrap();
+        let signed_at = stub.head(3)["x-amz-date"].to_str().unwrap().to_string();
+        let signed_at = chrono::NaiveDateTime::parse_from_str(&signed_at, "%Y%m%dT%H%M%SZ")
+            .unwrap()
+            .and_utc()
+            .timestamp();
+        let sqs_now = (SystemTime::now() + ahead)
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!((signed_at - sqs_now).abs() < 60, "signed with SQS's time");
+    }
+
+    #[tokio::test]
+    async fn a_receive_gives_the_time_on_sqs_clock() {
+        let stub = Stub::start(
+            0,
+            Arc::new(|_| {
+                let date = ("date", "Sun, 22 Nov 2026 08:00:00 GMT".to_string());
+                (
+                    200,
+                    vec![date],
+                    r#"{"Messages":[{"MessageId":"m1"}]}"#.into(),
+                )
+            }),
+        )
+        .await;
+        let (creds, _) = provider(None);
+        let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
+        let received = client
+            .receive("http://q/1/a", 10, 0, Some(30))
+            .await
+            .unwrap();
+        assert_eq!(received.messages.len(), 1);
+        let expected = httpdate::parse_http_date("Sun, 22 Nov 2026 08:00:00 GMT").unwrap();
+        let expected = expected.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        assert_eq!(received.sqs_date_ms, Some(expected));
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_cap_fails_the_call() {
+        let stub = Stub::start(
+            0,
+            Arc::new(|_| {
+                let filler = "x".repeat(MAX_ANSWER_BYTES);
+                ok(&format!(r#"{{"Messages":[],"Filler":"{filler}"}}"#))
+            }),
+        )
+        .await;
+        let (creds, _) = provider(None);
+        let client = SqsJson::new(&stub.url, "us-east-1", Some(creds), 4).unwrap();
+        let Err(e) = client.receive("http://q/1/a", 10, 0, Some(30)).await else {
+            panic!("an answer past the cap was read");
+        };
+        assert!(!e.permanent);
+        assert!(e.message.contains("larger than 16777216 bytes"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_credential_provider_fails_the_call_in_bounded_time() {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hanging = super::super::credentials::testing::Hanging(calls);
+        let provider = SharedCredentialsProvider::new(hanging);
+        // Nothing listens there: the call must fail before connecting.
+        let client = SqsJson::new("http://127.0.0.1:9/", "us-east-1", Some(provider), 4).unwrap();
+        let started = tokio::time::Instant::now();
+        let e = delete_one(&client).await.unwrap_err();
+        assert!(!e.permanent);
+        assert!(
+            e.message.contains("credential provider gave no answer"),
+            "{e}"
+        );
+        let waited = started.elapsed();
+        assert!(waited >= super::super::credentials::FETCH_TIMEOUT && waited < BATCH_TIMEOUT);
     }
 
     #[test]

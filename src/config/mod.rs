@@ -4,6 +4,7 @@
 //! Parsing never stops at the first problem: every bad setting is collected
 //! with where it came from, so a user fixes them all in one go.
 
+mod limits;
 mod options;
 mod parse;
 
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use limits::{MAX_CONFIG_FILE, MAX_NESTING};
 pub use options::*;
 pub use parse::{parse_duration, LogFormat, SuccessCodes};
 
@@ -49,7 +51,19 @@ pub struct Problem {
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
+    /// Said once after the problems, such as the list of known keys.
+    pub notes: Vec<String>,
 }
+
+/// Most characters of one problem's message: a message may quote input, and
+/// input must not flood the terminal.
+const MAX_MESSAGE_CHARS: usize = 600;
+
+/// Most unknown keys of a file listed one by one; the rest are counted.
+const MAX_UNKNOWN_LISTED: usize = 20;
+
+/// Most characters of a key quoted in a message.
+const MAX_KEY_CHARS: usize = 64;
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +74,14 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            write!(f, "\n  - {} (from {}): {}", p.setting, p.source, p.message)?;
+            let message = match p.message.char_indices().nth(MAX_MESSAGE_CHARS) {
+                Some((cut, _)) => format!("{}...", &p.message[..cut]),
+                None => p.message.clone(),
+            };
+            write!(f, "\n  - {} (from {}): {message}", p.setting, p.source)?;
+        }
+        for note in &self.notes {
+            write!(f, "\n{note}")?;
         }
         Ok(())
     }
@@ -73,6 +94,8 @@ pub struct Layers {
     /// The structured `queues` key of the file (local modes), unparsed.
     queues: Option<(serde_yaml::Value, Source)>,
     problems: Vec<Problem>,
+    /// Said once after the problems (the known keys, when one was not).
+    notes: Vec<String>,
     file: Option<PathBuf>,
 }
 
@@ -116,59 +139,50 @@ impl Layers {
         layers
     }
 
+    /// Reads sqsd's file within the bounds of [`limits`]: a file too big,
+    /// too deep or not a mapping is one problem, each unknown key is named
+    /// once (up to [`MAX_UNKNOWN_LISTED`]) and the known keys are listed once.
     fn read_file(&mut self, path: &Path, via: Source) {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) => {
-                self.problems.push(Problem {
-                    setting: "config".into(),
-                    source: via,
-                    message: format!("cannot read {}: {e}", path.display()),
-                });
+        let map = match limits::read_yaml_mapping(path) {
+            Ok(map) => map,
+            Err(limits::FileError::Unreadable(message)) => {
+                self.problem("config", via, message);
+                return;
+            }
+            Err(limits::FileError::Content(message)) => {
+                self.problem("config", Source::File(path.to_path_buf()), message);
                 return;
             }
         };
         self.file = Some(path.to_path_buf());
+        let Some(map) = map else {
+            return;
+        };
         let source = Source::File(path.to_path_buf());
-        let doc: serde_yaml::Value = match serde_yaml::from_str(&text) {
-            Ok(v) => v,
-            Err(e) => {
-                self.problem("config", source, format!("not valid YAML: {e}"));
-                return;
-            }
-        };
-        let map = match doc {
-            serde_yaml::Value::Mapping(m) => m,
-            serde_yaml::Value::Null => return,
-            _ => {
-                self.problem(
-                    "config",
-                    source,
-                    "must be a mapping of option: value".into(),
-                );
-                return;
-            }
-        };
+        let mut unknown = 0usize;
+        let mut not_strings = 0usize;
         for (k, v) in map {
             let Some(key) = k.as_str() else {
-                self.problem(
-                    "config",
-                    source.clone(),
-                    format!("key {k:?} is not a string"),
-                );
+                not_strings += 1;
                 continue;
             };
             if key == QUEUES {
                 self.queues = Some((v, source.clone()));
                 continue;
             }
+            if key == "config" {
+                self.problem(
+                    key,
+                    source.clone(),
+                    "the file's own path can only be given by --config or SQSD_CONFIG".into(),
+                );
+                continue;
+            }
             let Some(spec) = spec(key) else {
-                let hint = if key == "config" {
-                    "the file's own path can only be given by --config or SQSD_CONFIG".to_string()
-                } else {
-                    format!("unknown key; known keys: {}", known_keys())
-                };
-                self.problem(key, source.clone(), hint);
+                unknown += 1;
+                if unknown <= MAX_UNKNOWN_LISTED {
+                    self.problem(&short_key(key), source.clone(), "unknown key".into());
+                }
                 continue;
             };
             match scalar_text(&v) {
@@ -177,6 +191,27 @@ impl Layers {
                 }
                 None => self.problem(key, source.clone(), "must be a single value".into()),
             }
+        }
+        if unknown > MAX_UNKNOWN_LISTED {
+            self.problem(
+                "config",
+                source.clone(),
+                format!(
+                    "{} more unknown keys (not listed)",
+                    unknown - MAX_UNKNOWN_LISTED
+                ),
+            );
+        }
+        if not_strings > 0 {
+            self.problem(
+                "config",
+                source,
+                format!("{not_strings} keys are not strings: keys are option names"),
+            );
+        }
+        if unknown > 0 {
+            self.notes
+                .push(format!("known keys in the file: {}", known_keys()));
         }
     }
 
@@ -201,6 +236,16 @@ impl Layers {
 
 fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
+}
+
+/// A key as quoted in a message: a huge key is cut.
+fn short_key(key: &str) -> String {
+    if key.chars().count() <= MAX_KEY_CHARS {
+        key.to_string()
+    } else {
+        let head: String = key.chars().take(MAX_KEY_CHARS).collect();
+        format!("{head}... ({} bytes)", key.len())
+    }
 }
 
 fn known_keys() -> String {
@@ -257,6 +302,10 @@ pub struct Config {
     /// Whole seconds, as SQS takes it.
     pub visibility_timeout: u32,
     pub error_visibility_timeout: u32,
+    /// Seconds: messages are received with `min(visibility_timeout, this)`
+    /// and renewed while held; 0 = off (receive with `visibility_timeout`,
+    /// as EB's daemon does).
+    pub visibility_lease: u32,
     pub retention_period: Duration,
     pub max_retries: u32,
     pub endpoint_url: Option<String>,
@@ -304,6 +353,7 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
         error_visibility_timeout: p.field(ERROR_VISIBILITY_TIMEOUT, |v| {
             parse::whole_seconds(v, 0, 43200)
         }),
+        visibility_lease: p.field(VISIBILITY_LEASE, |v| parse::whole_seconds(v, 0, 43200)),
         retention_period: p.field(RETENTION_PERIOD, |v| parse::duration_in(v, 60, 1_209_600)),
         max_retries: p.field(MAX_RETRIES, |v| parse::integer(v, 1, 100)),
         endpoint_url: p.optional(ENDPOINT_URL, parse::endpoint_url),
@@ -350,7 +400,10 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
     if problems.is_empty() {
         Ok(Loaded { config, layers })
     } else {
-        Err(ConfigError { problems })
+        Err(ConfigError {
+            problems,
+            notes: layers.notes.clone(),
+        })
     }
 }
 

@@ -31,6 +31,7 @@ pub const CONNECT_TIMEOUT: &str = "connect_timeout";
 pub const INACTIVITY_TIMEOUT: &str = "inactivity_timeout";
 pub const VISIBILITY_TIMEOUT: &str = "visibility_timeout";
 pub const ERROR_VISIBILITY_TIMEOUT: &str = "error_visibility_timeout";
+pub const VISIBILITY_LEASE: &str = "visibility_lease";
 pub const RETENTION_PERIOD: &str = "retention_period";
 pub const MAX_RETRIES: &str = "max_retries";
 pub const ENDPOINT_URL: &str = "endpoint_url";
@@ -125,6 +126,14 @@ pub const OPTIONS: &[OptionSpec] =
             Some("300s"),
             "DURATION",
             "Visibility timeout of received messages, 0-43200s (EB VisibilityTimeout)"
+        ),
+        option!(
+            VISIBILITY_LEASE,
+            "SQSD_VISIBILITY_LEASE",
+            "visibility-lease",
+            Some("30s"),
+            "DURATION",
+            "Receive with min(visibility_timeout, this) and renew it while a message is held, so a message held by a dead daemon is visible again within the lease; 0-43200s, whole seconds, 0 = off (EB's behaviour)"
         ),
         option!(
             ERROR_VISIBILITY_TIMEOUT,

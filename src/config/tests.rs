@@ -233,3 +233,185 @@ fn queues_can_be_declared_in_the_file() {
         .expect("unknown field refused");
     assert_eq!(err.problems[0].setting, "queues");
 }
+
+#[test]
+fn nesting_scan_refuses_deep_flow_block_and_sequence_nesting() {
+    let flow = format!("x: {}", "[".repeat(100_000));
+    let maps = format!("x: {}", "{a: ".repeat(MAX_NESTING + 1));
+    let block: String = (0..MAX_NESTING + 1)
+        .map(|depth| format!("{}k{depth}:\n", " ".repeat(depth)))
+        .collect();
+    let dashes = format!("x:\n  {}1\n", "- ".repeat(MAX_NESTING + 1));
+    for text in [&flow, &maps, &block, &dashes] {
+        let err = limits::check_nesting(text, MAX_NESTING).unwrap_err();
+        assert!(err.contains("nested too deeply"), "{err}");
+    }
+}
+
+#[test]
+fn nesting_scan_accepts_real_configurations() {
+    let text = r#"
+# a comment with [[[[ brackets {{{{
+queue_url: "https://sqs.us-east-1.amazonaws.com/1/jobs"  # and [ here
+http_path: '/it''s [not] a {flow}'
+mime_type: text/plain
+success_codes: 200-299
+queues:
+  - name: jobs
+    attributes:
+      VisibilityTimeout: 30
+      RedrivePolicy: {"maxReceiveCount": "3", "deadLetterTargetArn": "arn:x"}
+    dead_letter:
+      queue: jobs-dlq
+      max_receive_count: 3
+    tags: {team: [a, b]}
+worker_url: http://localhost/a[b{c
+note: |
+  [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[
+  {{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{
+log_level: info
+"#;
+    limits::check_nesting(text, MAX_NESTING).unwrap();
+    let json = r#"{"queue_url": "https://q", "queues": [{"name": "a", "tags": {"k": "[["}}]}"#;
+    limits::check_nesting(json, MAX_NESTING).unwrap();
+}
+
+#[test]
+fn deeply_nested_file_is_one_problem() {
+    let text = format!("x: {}", "[".repeat(100_000));
+    let err = match load_with(&[("queue_url", QUEUE)], &[], Some(&text)) {
+        Err(e) => e,
+        Ok(_) => panic!("a file nested 100000 deep was accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].setting, "config");
+    assert!(
+        err.problems[0].message.contains("nested too deeply"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reads_stop_at_the_cap() {
+    let zero = limits::read_bounded(std::path::Path::new("/dev/zero"), 4096).unwrap_err();
+    assert!(
+        matches!(&zero, limits::FileError::Content(m) if m.contains("larger than the limit of 4 KiB")),
+        "{zero:?}"
+    );
+    let mut at_cap = tempfile();
+    at_cap.1.write_all(&[b'#'; 4096]).unwrap();
+    assert_eq!(limits::read_bounded(&at_cap.0, 4096).unwrap().len(), 4096);
+    at_cap.1.write_all(b"#").unwrap();
+    assert!(matches!(
+        limits::read_bounded(&at_cap.0, 4096),
+        Err(limits::FileError::Content(_))
+    ));
+    assert!(matches!(
+        limits::read_bounded(std::path::Path::new("/nonexistent/sqsd.yaml"), 4096),
+        Err(limits::FileError::Unreadable(_))
+    ));
+}
+
+#[test]
+fn file_over_one_mib_is_refused() {
+    let mut text = String::from("http_path: /x\n");
+    while text.len() as u64 <= MAX_CONFIG_FILE {
+        text.push_str("# padding padding padding padding padding padding\n");
+    }
+    let err = match load_with(&[("queue_url", QUEUE)], &[], Some(&text)) {
+        Err(e) => e,
+        Ok(_) => panic!("a file over 1 MiB was accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert!(
+        err.to_string().contains("larger than the limit of 1 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn each_unknown_key_is_named_once_and_known_keys_listed_once() {
+    let err = match load_with(
+        &[("queue_url", QUEUE)],
+        &[],
+        Some("nope_a: 1\nnope_b: 2\nhttp_path: /ok\n"),
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("unknown keys accepted"),
+    };
+    let text = err.to_string();
+    assert_eq!(text.matches("nope_a").count(), 1, "{text}");
+    assert_eq!(text.matches("nope_b").count(), 1, "{text}");
+    assert_eq!(text.matches("known keys in the file").count(), 1, "{text}");
+    assert_eq!(text.matches("http_connections").count(), 1, "{text}");
+
+    // Thousands of unknown keys: a bounded message, not one list per key.
+    let many: String = (0..20_000).map(|i| format!("unknown_{i}: {i}\n")).collect();
+    let err = match load_with(&[("queue_url", QUEUE)], &[], Some(&many)) {
+        Err(e) => e,
+        Ok(_) => panic!("unknown keys accepted"),
+    };
+    let text = err.to_string();
+    assert!(text.len() < 8 * 1024, "{} bytes of errors", text.len());
+    assert_eq!(text.matches("known keys in the file").count(), 1, "{text}");
+    assert!(text.contains("unknown_0"), "{text}");
+    assert!(text.contains("19980 more unknown keys"), "{text}");
+
+    // A huge key is quoted cut.
+    let long = format!("{}: 1\n", "k".repeat(100_000));
+    let err = match load_with(&[("queue_url", QUEUE)], &[], Some(&long)) {
+        Err(e) => e,
+        Ok(_) => panic!("unknown key accepted"),
+    };
+    assert!(err.to_string().len() < 4096, "{err}");
+}
+
+#[test]
+fn visibility_lease_defaults_to_30s_and_takes_each_spelling() {
+    let lease = |flags: &[(&str, &str)], env: &[(&str, &str)], file: Option<&str>| {
+        let mut all = vec![("queue_url", QUEUE)];
+        all.extend_from_slice(flags);
+        match load_with(&all, env, file) {
+            Ok(loaded) => loaded.config.visibility_lease,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(lease(&[], &[], None), 30);
+    assert_eq!(lease(&[], &[], Some("visibility_lease: 90\n")), 90);
+    assert_eq!(lease(&[], &[("SQSD_VISIBILITY_LEASE", "2m")], None), 120);
+    assert_eq!(lease(&[("visibility_lease", "0")], &[], None), 0);
+    assert_eq!(lease(&[("visibility_lease", "43200")], &[], None), 43200);
+    // The flag beats the environment, which beats the file.
+    assert_eq!(
+        lease(
+            &[("visibility_lease", "45s")],
+            &[("SQSD_VISIBILITY_LEASE", "60")],
+            Some("visibility_lease: 90\n")
+        ),
+        45
+    );
+}
+
+#[test]
+fn visibility_lease_out_of_range_or_fractional_is_refused() {
+    for (text, needle) in [
+        ("43201", "allowed 0s to 43200s"),
+        ("1.5", "whole number of seconds"),
+        ("1500ms", "whole number of seconds"),
+        ("-1", ""),
+        ("soon", ""),
+    ] {
+        let err = match load_with(
+            &[("queue_url", QUEUE)],
+            &[("SQSD_VISIBILITY_LEASE", text)],
+            None,
+        ) {
+            Err(e) => e,
+            Ok(loaded) => panic!("{text} accepted as {}", loaded.config.visibility_lease),
+        };
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].setting, VISIBILITY_LEASE);
+        assert_eq!(err.problems[0].source, Source::Env("SQSD_VISIBILITY_LEASE"));
+        assert!(err.problems[0].message.contains(needle), "{text}: {err}");
+    }
+}

@@ -16,6 +16,7 @@ use super::deliver::{Dispatcher, Held};
 use super::message::Incoming;
 use super::room::Room;
 use crate::admin::health::Health;
+use crate::aws::sqs_json::Received;
 use crate::aws::{Queue, MAX_BATCH};
 use crate::time::Backoff;
 
@@ -91,15 +92,14 @@ impl Poller {
             };
             let answered = Instant::now();
             match received {
-                Ok(messages) => {
+                Ok(received) => {
                     if backoff.failures() > 0 {
                         tracing::info!("SQS is answering again");
                     }
                     backoff.reset();
                     long = true;
                     self.health.receive_ok();
-                    let messages: Vec<Incoming> =
-                        messages.into_iter().map(Incoming::from).collect();
+                    let messages = incoming(received);
                     // SQS never sends more than asked; if it did, the extra
                     // messages have no room and go straight back.
                     let unused = room.saturating_sub(messages.len());
@@ -164,9 +164,42 @@ impl Poller {
     }
 }
 
+/// The messages of one receive, each stamped with the time SQS answered on
+/// SQS's clock, on which their retention is judged.
+fn incoming(received: Received) -> Vec<Incoming> {
+    let sqs_date_ms = received.sqs_date_ms;
+    received
+        .messages
+        .into_iter()
+        .map(|m| Incoming {
+            sqs_received_ms: sqs_date_ms,
+            ..Incoming::from(m)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aws::sqs_json::WireMessage;
+
+    #[test]
+    fn received_messages_carry_the_time_sqs_answered() {
+        let received = Received {
+            messages: vec![WireMessage::default(), WireMessage::default()],
+            sqs_date_ms: Some(1_795_000_000_000),
+        };
+        let messages = incoming(received);
+        assert_eq!(messages.len(), 2);
+        for m in &messages {
+            assert_eq!(m.sqs_received_ms, Some(1_795_000_000_000));
+        }
+        let undated = incoming(Received {
+            messages: vec![WireMessage::default()],
+            sqs_date_ms: None,
+        });
+        assert_eq!(undated[0].sqs_received_ms, None);
+    }
 
     #[test]
     fn enough_pollers_to_fill_every_connection() {

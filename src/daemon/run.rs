@@ -20,7 +20,7 @@ use super::deliver::Dispatcher;
 use super::message::Template;
 use super::poller::{poller_count, Poller, Visibility};
 use super::room::Room;
-use super::settle::{Settler, Terms};
+use super::settle::{Settler, SettlerTask, Terms};
 use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
@@ -89,13 +89,8 @@ const MAX_SETTLE_CALLS: usize = 16;
 /// drain deadline, so their releases still reach SQS.
 const FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The lease when `visibility_lease` is not configured.
-const DEFAULT_LEASE_S: u32 = 30;
-
-/// How received messages are kept invisible: the visibility each receive
-/// asks for, and the lease the settler keeps renewing. `visibility_timeout:
-/// 0` means the queue's own VisibilityTimeout (the receive then leaves the
-/// parameter out when no shorter lease is asked for).
+/// How received messages are kept invisible, from the configuration and the
+/// queue's own VisibilityTimeout.
 fn visibility(
     config: &Config,
     attributes: &HashMap<QueueAttributeName, String>,
@@ -103,31 +98,43 @@ fn visibility(
     let queue_own = attributes
         .get(&QueueAttributeName::VisibilityTimeout)
         .and_then(|v| v.parse::<u32>().ok());
-    let effective = match config.visibility_timeout {
+    plan_visibility(
+        config.visibility_timeout,
+        config.visibility_lease,
+        queue_own,
+    )
+    .ok_or_else(|| {
+        RunError::Queue(QueueError::Unusable {
+            url: config.queue_url.clone(),
+            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the \
+                         queue's VisibilityTimeout is 0: every message would be handed out again \
+                         at once; set visibility_timeout or the queue's VisibilityTimeout"
+                .into(),
+        })
+    })
+}
+
+/// The visibility each receive asks for, and the lease the settler keeps
+/// renewing while a message is held. `timeout` 0 means the queue's own
+/// VisibilityTimeout (`queue_own`); the receive then leaves the parameter out
+/// unless a shorter lease is asked for. `lease` 0 turns leases off (EB's
+/// behaviour): messages are received for the whole visibility timeout, and
+/// renewed only while a POST or its FIFO group outlives it. `None` when the
+/// visibility would be 0, which hands every message out again at once.
+fn plan_visibility(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<Visibility> {
+    let effective = match timeout {
         0 => queue_own.unwrap_or(0),
         v => v,
     };
     if effective == 0 {
-        return Err(RunError::Queue(QueueError::Unusable {
-            url: config.queue_url.clone(),
-            reason: "visibility_timeout is 0 (the queue's own VisibilityTimeout), and the queue's \
-                     VisibilityTimeout is 0: every message would be handed out again at once; \
-                     set visibility_timeout or the queue's VisibilityTimeout"
-                .into(),
-        }));
+        return None;
     }
-    let lease = DEFAULT_LEASE_S;
-    let lease_s = if lease == 0 {
-        effective
-    } else {
-        effective.min(lease)
+    let lease_s = match lease {
+        0 => effective,
+        l => effective.min(l),
     };
-    let receive_s = if config.visibility_timeout == 0 && lease_s == effective {
-        None
-    } else {
-        Some(lease_s)
-    };
-    Ok(Visibility { receive_s, lease_s })
+    let receive_s = (timeout != 0 || lease_s != effective).then_some(lease_s);
+    Some(Visibility { receive_s, lease_s })
 }
 
 /// How long startup waits for DynamoDB to answer about the cron table.
@@ -316,36 +323,13 @@ pub async fn run(
     if result.is_err() {
         pollers.abort_all();
     }
-    deliveries.close();
-    tracing::info!(
-        in_flight = deliveries.len(),
-        drain_timeout = ?config.drain_timeout,
-        "stopping: no new receives; draining what is in flight"
-    );
-    let drain_deadline = tokio::time::Instant::now() + config.drain_timeout;
-    let drain = async {
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
+    let stopping = Stopping {
+        pollers,
+        deliveries,
+        abort,
+        settler: settler_task,
     };
-    if tokio::time::timeout_at(drain_deadline, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            abandoned = deliveries.len(),
-            "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
-        );
-        abort.cancel();
-        while pollers.join_next().await.is_some() {}
-        deliveries.wait().await;
-    }
-
-    let _ = scheduler_task.await;
-    // Every delivery has decided how its message ends; the settler sends
-    // what is left, retrying until the drain deadline (with a short grace
-    // for the releases of POSTs abandoned at that deadline).
-    let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
-    let unsettled = settler_task.finish(flush_deadline).await;
+    let (unsettled, _) = tokio::join!(stopping.drain(config.drain_timeout), scheduler_task);
     if unsettled > 0 && result.is_ok() {
         result = Err(RunError::Unsettled(unsettled));
     }
@@ -353,6 +337,52 @@ pub async fn run(
     let _ = admin_task.await;
     tracing::info!("sqsd stopped");
     result
+}
+
+/// What is still running once the daemon stops receiving.
+struct Stopping {
+    pollers: JoinSet<()>,
+    deliveries: TaskTracker,
+    abort: CancellationToken,
+    settler: SettlerTask,
+}
+
+impl Stopping {
+    /// The shutdown sequence. Receives under way finish and give back what
+    /// they bring; POSTs under way may finish until `drain_timeout`. Past
+    /// it, the rest are abandoned and their messages released. Then the
+    /// settler sends everything left, retrying until the drain deadline
+    /// (with a short grace for the releases of abandoned POSTs). Returns
+    /// how many messages SQS never accepted a settlement for.
+    async fn drain(mut self, drain_timeout: std::time::Duration) -> usize {
+        self.deliveries.close();
+        tracing::info!(
+            in_flight = self.deliveries.len(),
+            drain_timeout = ?drain_timeout,
+            "stopping: no new receives; draining what is in flight"
+        );
+        let drain_deadline = tokio::time::Instant::now() + drain_timeout;
+        let pollers = &mut self.pollers;
+        let deliveries = &self.deliveries;
+        let drain = async {
+            while pollers.join_next().await.is_some() {}
+            deliveries.wait().await;
+        };
+        if tokio::time::timeout_at(drain_deadline, drain)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                abandoned = self.deliveries.len(),
+                "drain timeout passed; abandoning the remaining POSTs and releasing their messages"
+            );
+            self.abort.cancel();
+            while self.pollers.join_next().await.is_some() {}
+            self.deliveries.wait().await;
+        }
+        let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
+        self.settler.finish(flush_deadline).await
+    }
 }
 
 /// This daemon's name in the cron table: host, process and a random part,
@@ -366,3 +396,6 @@ fn instance_id() -> String {
         .unwrap_or_else(|| "unknown-host".into());
     format!("{host}/{}/{:08x}", std::process::id(), fastrand::u32(..))
 }
+
+#[cfg(test)]
+mod tests;

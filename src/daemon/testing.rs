@@ -4,12 +4,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::settle::{BatchCalls, Kind};
+use super::deliver::{Dispatcher, Held};
+use super::message::{Incoming, Template};
+use super::room::Room;
+use super::settle::{BatchCalls, Kind, Settler, SettlerTask, Terms};
+use crate::admin::metrics::Metrics;
 use crate::app::{Answer, Answered, Application, Failure, Request};
 use crate::aws::sqs_json::{BatchEntry, BatchFailure};
 use crate::aws::SqsError;
+use crate::config::SuccessCodes;
 
 /// One batch call as SQS saw it.
 #[derive(Clone, Debug)]
@@ -151,5 +157,73 @@ impl Application for FakeApp {
             tokio::time::sleep(delay).await;
             result
         })
+    }
+}
+
+pub struct Rig {
+    pub dispatcher: Dispatcher,
+    pub sqs: Arc<FakeSqs>,
+    pub room: Arc<Room>,
+    pub task: SettlerTask,
+}
+
+/// A dispatcher with its settler, over a scripted application and SQS.
+pub fn rig(app: Arc<FakeApp>) -> Rig {
+    let sqs = FakeSqs::ok();
+    let metrics = Arc::new(Metrics::new());
+    let (settler, task) = Settler::spawn(
+        sqs.clone(),
+        Terms {
+            lease_s: 30,
+            linger: Duration::from_millis(20),
+            max_calls: 16,
+        },
+        metrics.clone(),
+    );
+    Rig {
+        dispatcher: Dispatcher {
+            http: app,
+            template: Template::new("http://127.0.0.1:9", "/work", "application/json", "q"),
+            success_codes: SuccessCodes::Only200,
+            error_visibility_s: 7,
+            retention: Duration::from_secs(60),
+            settler,
+            metrics,
+            clock: Arc::new(crate::time::SystemClock),
+            connections: Arc::new(Semaphore::new(10)),
+        },
+        sqs,
+        room: Room::new(10),
+        task,
+    }
+}
+
+impl Rig {
+    /// A received message, held by the settler, with its place in the room.
+    pub async fn held(&self, id: &str, group: Option<&str>) -> Held {
+        let now = Instant::now();
+        let key = self.dispatcher.settler.hold(
+            id,
+            format!("rh-{id}"),
+            now,
+            now + Duration::from_secs(29),
+        );
+        assert_eq!(self.room.take(1, Duration::ZERO).await, 1);
+        Held {
+            msg: Incoming {
+                id: id.to_string(),
+                key,
+                group_id: group.map(str::to_string),
+                received: Some(now),
+                ..Incoming::default()
+            },
+            place: self.room.place(),
+        }
+    }
+
+    /// What SQS was told, per receipt handle, once the linger has passed.
+    pub async fn settled(&self) -> Vec<(String, Option<u32>)> {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.sqs.entries()
     }
 }

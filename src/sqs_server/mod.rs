@@ -19,51 +19,41 @@ pub mod md5;
 pub mod query;
 pub mod store;
 
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::http1::{serve as serve_http, Limits, HEAD_TIMEOUT};
 use api::Api;
 use error::ApiError;
 
 /// Largest request body accepted (a full batch of 256 KiB messages, encoded).
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// Serves the endpoint on `listener` until `stop` is cancelled.
+/// A request has a minute for its body and its answer: a long poll waits
+/// up to 20 s. Clients of a local endpoint (the daemon's pollers, SDKs, test
+/// suites) rarely hold more than a few dozen connections.
+const LIMITS: Limits = Limits {
+    head_timeout: HEAD_TIMEOUT,
+    request_timeout: Duration::from_secs(60),
+    max_connections: 512,
+};
+
+/// Serves the endpoint on `listener` until `stop` is cancelled, bounded as
+/// all of sqsd's listeners are (`http1::server`).
 pub async fn serve(listener: TcpListener, api: Arc<Api>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SQS endpoint accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let handler = move |request: Request<Incoming>| {
         let api = api.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(handle(&api, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { handle(&api, request).await }
+    };
+    serve_http("SQS endpoint", listener, LIMITS, stop, handler).await;
 }
 
 fn request_id() -> String {

@@ -4,77 +4,8 @@
 
 use super::*;
 use crate::app::Answer;
-use crate::daemon::room::Room;
-use crate::daemon::settle::{Kind, SettlerTask, Terms};
-use crate::daemon::testing::{answer, FakeApp, FakeSqs};
-use crate::time::SystemClock;
-
-struct Rig {
-    dispatcher: Dispatcher,
-    sqs: Arc<FakeSqs>,
-    room: Arc<Room>,
-    _task: SettlerTask,
-}
-
-fn rig(app: Arc<FakeApp>) -> Rig {
-    let sqs = FakeSqs::ok();
-    let metrics = Arc::new(Metrics::new());
-    let (settler, task) = Settler::spawn(
-        sqs.clone(),
-        Terms {
-            lease_s: 30,
-            linger: Duration::from_millis(20),
-            max_calls: 16,
-        },
-        metrics.clone(),
-    );
-    Rig {
-        dispatcher: Dispatcher {
-            http: app,
-            template: Template::new("http://127.0.0.1:9", "/work", "application/json", "q"),
-            success_codes: SuccessCodes::Only200,
-            error_visibility_s: 7,
-            retention: Duration::from_secs(60),
-            settler,
-            metrics,
-            clock: Arc::new(SystemClock),
-            connections: Arc::new(Semaphore::new(10)),
-        },
-        sqs,
-        room: Room::new(10),
-        _task: task,
-    }
-}
-
-impl Rig {
-    /// A received message, held by the settler, with its place in the room.
-    async fn held(&self, id: &str, group: Option<&str>) -> Held {
-        let now = Instant::now();
-        let key = self.dispatcher.settler.hold(
-            id,
-            format!("rh-{id}"),
-            now,
-            now + Duration::from_secs(29),
-        );
-        assert_eq!(self.room.take(1, Duration::ZERO).await, 1);
-        Held {
-            msg: Incoming {
-                id: id.to_string(),
-                key,
-                group_id: group.map(str::to_string),
-                received: Some(now),
-                ..Incoming::default()
-            },
-            place: self.room.place(),
-        }
-    }
-
-    /// What SQS was told, per receipt handle, once the linger has passed.
-    async fn settled(&self) -> Vec<(String, Option<u32>)> {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        self.sqs.entries()
-    }
-}
+use crate::daemon::settle::Kind;
+use crate::daemon::testing::{answer, rig, FakeApp};
 
 fn delete(id: &str) -> (String, Option<u32>) {
     (format!("rh-{id}"), None)
