@@ -740,15 +740,20 @@ async fn an_unrecorded_send_is_not_enqueued_again_after_the_lease() {
     // send reaches SQS, marking it sent cannot.
     let cutter = cut.clone();
     gate.on_next_send(OnSend::Before(Box::new(move || cutter.set_up(false))));
-    let sent = a
-        .wait_log("periodic task enqueued", Duration::from_secs(60))
+    // A may have enqueued (and recorded) ticks before the gate was set: the
+    // tick that matters is the one whose record A cannot write.
+    let unrecorded = a
+        .wait_log(
+            "cannot record the tick as enqueued yet",
+            Duration::from_secs(60),
+        )
         .await;
-    let tick = scheduled_in(&sent);
-    a.wait_log(
-        "cannot record the tick as enqueued yet",
-        Duration::from_secs(20),
-    )
-    .await;
+    let tick = scheduled_in(&unrecorded);
+    let enqueued = a
+        .log_text()
+        .lines()
+        .any(|l| l.contains("periodic task enqueued") && scheduled_in(l) == tick);
+    assert!(enqueued, "A never sent {tick}:\n{}", a.log_text());
     // Longer than a lease plus two sweeps: ample time for B to take the
     // tick over, if it were to.
     tokio::time::sleep(Duration::from_secs(75)).await;
