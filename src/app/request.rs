@@ -57,7 +57,9 @@ pub fn check_path(path: &str) -> Result<&str, PathError> {
     {
         return Err(PathError::BadCharacter);
     }
-    let path_part = path.split(['?', '#']).next().unwrap_or("");
+    // Everything before the query: a `#` is sent percent-encoded as part of
+    // the path, so dot segments after it count too.
+    let path_part = path.split('?').next().unwrap_or("");
     if path_part.split('/').any(is_dot_segment) {
         return Err(PathError::DotSegment);
     }
@@ -137,6 +139,8 @@ mod tests {
             "/..;/admin",
             "/%252e%252e/x",
             "/a/..?q=1",
+            "/a#/../b",
+            "/a#/./b",
         ] {
             assert_eq!(check_path(bad), Err(PathError::DotSegment), "{bad:?}");
         }

@@ -6,6 +6,8 @@
 //! path on the configured application, and attribute names or values that
 //! are not valid in a header are dropped (and reported), never passed on.
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
 use http::uri::PathAndQuery;
@@ -233,12 +235,14 @@ impl Template {
         // Header names ignore case, attribute names do not: of attributes
         // whose names differ only in case, the first in byte order (upper
         // case first) is sent and the others are dropped.
-        let mut previous: Option<&str> = None;
+        // Names already sent, in lower case: names differing only in case
+        // need not be neighbours in byte order (`Ab` < `aa` < `ab`).
+        let mut sent: HashSet<String> = HashSet::new();
         for (name, value) in &m.attributes {
             if name.starts_with("beanstalk.sqsd.") {
                 continue;
             }
-            if previous.is_some_and(|p| p.eq_ignore_ascii_case(name)) {
+            if sent.contains(&name.to_ascii_lowercase()) {
                 dropped.push((name.clone(), Dropped::DuplicateName));
                 continue;
             }
@@ -250,7 +254,7 @@ impl Template {
             match header_value(value) {
                 Some(v) => {
                     headers.append(header, v);
-                    previous = Some(name);
+                    sent.insert(name.to_ascii_lowercase());
                 }
                 None => dropped.push((name.clone(), Dropped::BadValue)),
             }
@@ -575,6 +579,27 @@ mod tests {
                 ("foo", Dropped::DuplicateName)
             ]
         );
+    }
+
+    #[test]
+    fn case_twins_that_are_not_neighbours_in_byte_order_send_one_header() {
+        let mut m = message();
+        // Sorted by bytes: "Ab" < "aa" < "ab"; "Ab" and "ab" are twins.
+        m.attributes = vec![
+            ("Ab".into(), "1".into()),
+            ("aa".into(), "2".into()),
+            ("ab".into(), "3".into()),
+        ];
+        let r = template().request(&m).unwrap();
+        let values: Vec<&str> = r
+            .request
+            .headers
+            .get_all("x-aws-sqsd-attr-ab")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(values, vec!["1"]);
+        assert_eq!(r.dropped, vec![("ab".to_string(), Dropped::DuplicateName)]);
     }
 
     #[test]

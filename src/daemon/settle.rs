@@ -103,10 +103,11 @@ pub struct Terms {
 
 impl Terms {
     /// A held message's visibility is renewed this long before it runs out:
-    /// a third of the lease, so that one failed renewal still leaves time
-    /// for another.
+    /// half the lease, so that one renewal that fails (or hangs until its
+    /// call is cut off) still leaves time for another, plus the linger the
+    /// renewal may wait for its batch.
     pub fn renew_before(&self) -> Duration {
-        Duration::from_secs(u64::from(self.lease_s)) / 3
+        Duration::from_secs(u64::from(self.lease_s)) / 2 + self.linger
     }
 }
 
@@ -319,6 +320,8 @@ struct State {
     in_flight: JoinSet<Done>,
     /// Shutting down: no linger, and stop once nothing is left.
     draining: Option<Instant>,
+    /// Settlements given up while draining: reported at the end.
+    given_up_draining: usize,
 }
 
 /// Shortest and longest wait before retrying a failed settlement.
@@ -327,6 +330,14 @@ const RETRY_MAX: Duration = Duration::from_secs(3);
 /// A retry is sent at least this long (plus the linger) before the
 /// message's visibility runs out, or not at all.
 const LAST_TRY_MARGIN: Duration = Duration::from_millis(50);
+
+/// Timers of settled messages tolerated before the heap is swept.
+const STALE_TIMERS_SLACK: usize = 1024;
+
+/// Bounds of how long one batch call may take before it is cut off and
+/// counted as failed (the client's own limit is 15 s).
+const MIN_CALL_PATIENCE: Duration = Duration::from_secs(1);
+const MAX_CALL_PATIENCE: Duration = Duration::from_secs(15);
 
 impl State {
     fn new(
@@ -345,6 +356,7 @@ impl State {
             ready: [Ready::default(), Ready::default()],
             in_flight: JoinSet::new(),
             draining: None,
+            given_up_draining: 0,
         }
     }
 
@@ -359,7 +371,7 @@ impl State {
             if let Some(deadline) = self.draining {
                 // Deliveries have ended by the time the drain is asked for.
                 if self.entries.is_empty() && self.in_flight.is_empty() {
-                    return 0;
+                    return self.given_up_draining;
                 }
                 if Instant::now() >= deadline {
                     return self.abandon();
@@ -558,6 +570,16 @@ impl State {
                 .count(),
             "settle call"
         );
+        // A call that hangs must not outlive the leases it is meant to keep:
+        // it is cut off halfway to the earliest of its messages' visibility
+        // deadlines, so a retry can still go out in time.
+        let earliest = keys
+            .iter()
+            .filter_map(|(k, _)| self.entries.get(k).map(|e| e.deadline))
+            .min()
+            .unwrap_or(now);
+        let patience = (earliest.saturating_duration_since(now) / 2)
+            .clamp(MIN_CALL_PATIENCE, MAX_CALL_PATIENCE);
         let calls = self.calls.clone();
         let metrics = self.metrics.clone();
         self.in_flight.spawn(async move {
@@ -571,7 +593,13 @@ impl State {
                 })
                 .collect();
             let sent_at = Instant::now();
-            let result = calls.batch(kind, &entries).await;
+            let result = match tokio::time::timeout(patience, calls.batch(kind, &entries)).await {
+                Ok(result) => result,
+                Err(_) => Err(SqsError::transient(format!(
+                    "no answer within {} ms",
+                    patience.as_millis()
+                ))),
+            };
             metrics.sqs_request(kind.call().name(), result.is_ok());
             Done {
                 kind,
@@ -660,7 +688,7 @@ impl State {
                     None => {
                         self.metrics.lease_renewal_failures.inc();
                         tracing::warn!(message_id = %entry.message_id, reason,
-                            "SQS refused to renew the message's lease; delivery goes on, and its settlement reports its own result");
+                            "could not renew the message's lease; delivery goes on, and its settlement reports its own result");
                         if still_renewing {
                             entry.next = Next::Renew(None);
                         }
@@ -727,6 +755,13 @@ impl State {
         if self.entries.remove(&key).is_some() {
             self.held.fetch_sub(1, Ordering::Relaxed);
         }
+        // Timers of settled messages wait in the heap until they come due,
+        // which with long leases can be hours: sweep them out once they
+        // far outnumber the messages still held.
+        if self.timers.len() > STALE_TIMERS_SLACK + 4 * self.entries.len() {
+            let entries = &self.entries;
+            self.timers.retain(|d| entries.contains_key(&d.key));
+        }
     }
 
     fn give_up(&mut self, key: Key, reason: &str) {
@@ -747,6 +782,11 @@ impl State {
                 "could not delete a delivered message; SQS will deliver it again"),
             Action::ChangeVisibility(s) => tracing::warn!(message_id = %entry.message_id, reason,
                 visibility_s = s, "could not change visibility; the message keeps its current timeout"),
+        }
+        if self.draining.is_some() {
+            tracing::error!(message_id = %entry.message_id, ?action,
+                "shutting down with this message's settlement not accepted by SQS");
+            self.given_up_draining += 1;
         }
         self.remove(key);
     }
@@ -792,7 +832,7 @@ impl State {
             self.remove(*key);
         }
         self.in_flight.abort_all();
-        left.len()
+        left.len() + self.given_up_draining
     }
 
     fn next_wake(&self) -> Option<Instant> {

@@ -268,13 +268,14 @@ async fn fast_messages_cost_no_renewal() {
 
 #[tokio::test(start_paused = true)]
 async fn a_settlement_replaces_a_queued_renewal_and_never_follows_it_late() {
-    // Renewals take 2 s to answer; the retry delay is decided meanwhile.
-    let f = FakeSqs::new(Duration::from_secs(2), |_, _| Ok(Vec::new()));
+    // Renewals take 1 s to answer; the retry delay is decided meanwhile.
+    let f = FakeSqs::new(Duration::from_secs(1), |_, _| Ok(Vec::new()));
     let (s, _task, _) = start(f.clone(), 3);
     let t0 = Instant::now();
     let k = hold(&s, "m", "r".into(), t0 + Duration::from_secs(3));
-    // The renewal goes out at 2 s (a third of the lease before its end).
-    wait(Duration::from_millis(2500)).await;
+    // The renewal goes out at 1.48 s (half the lease and the linger before
+    // its end), and is answered at 2.48 s.
+    wait(Duration::from_millis(2000)).await;
     assert_eq!(calls(&f).len(), 1);
     s.settle(k, Action::ChangeVisibility(7));
     wait(Duration::from_secs(10)).await;
@@ -286,7 +287,7 @@ async fn a_settlement_replaces_a_queued_renewal_and_never_follows_it_late() {
         "the retry delay must be the last word"
     );
     assert!(
-        all[1].at >= all[0].at + Duration::from_secs(2),
+        all[1].at >= all[0].at + Duration::from_secs(1),
         "sent while the renewal was under way"
     );
 }
@@ -297,8 +298,8 @@ async fn a_delete_cancels_the_renewal_waiting_for_its_batch() {
     let (s, _task, _) = start(f.clone(), 3);
     let t0 = Instant::now();
     let a = hold(&s, "a", "ra".into(), t0 + Duration::from_secs(3));
-    // The renewal is due at 2 s; the delete comes within the linger.
-    wait(Duration::from_millis(2005)).await;
+    // The renewal is due at 1.48 s; the delete comes within the linger.
+    wait(Duration::from_millis(1485)).await;
     s.settle(a, Action::Delete);
     wait(Duration::from_secs(5)).await;
     let all = calls(&f);
@@ -445,4 +446,68 @@ async fn a_delete_refused_for_an_expired_handle_stretches_the_visibility_first()
     );
     assert_eq!(sent[2], (Kind::Delete, None));
     assert_eq!(metrics.deleted.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_renewal_is_cut_off_in_time_for_another() {
+    // The first renewal call hangs (60 s); the next ones are answered.
+    let f = FakeSqs::new(Duration::ZERO, |_, _| Ok(Vec::new()));
+    let hang = FakeSqs::new(Duration::from_secs(60), |_, _| Ok(Vec::new()));
+    let calls_seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let either = Arc::new(Either {
+        first: hang.clone(),
+        rest: f.clone(),
+        n: calls_seen.clone(),
+    });
+    let metrics = Arc::new(Metrics::new());
+    let (s, _task) = Settler::spawn(either, terms(30), metrics.clone());
+    let t0 = Instant::now();
+    let k = hold(&s, "m", "r".into(), t0 + Duration::from_secs(30));
+    // The renewal goes out at ~15 s and hangs; it is cut off before the
+    // lease ends at 30 s and tried again, in time.
+    wait(Duration::from_secs(29)).await;
+    assert_eq!(hang.calls().len(), 1);
+    let retried = f.calls();
+    assert!(
+        !retried.is_empty(),
+        "no second renewal before the lease ran out"
+    );
+    assert!(retried[0].at < t0 + Duration::from_secs(30));
+    assert_eq!(metrics.lease_renewals.get(), 1);
+    s.settle(k, Action::Delete);
+    wait(Duration::from_secs(1)).await;
+    assert_eq!(f.calls().last().map(|c| c.kind), Some(Kind::Delete));
+}
+
+/// Sends the first call to `first`, every later one to `rest`.
+struct Either {
+    first: Arc<FakeSqs>,
+    rest: Arc<FakeSqs>,
+    n: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BatchCalls for Either {
+    fn batch<'a>(
+        &'a self,
+        kind: Kind,
+        entries: &'a [BatchEntry<'a>],
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<BatchFailure>, SqsError>> + Send + 'a>> {
+        if self.n.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.first.batch(kind, entries)
+        } else {
+            self.rest.batch(kind, entries)
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delete_given_up_while_draining_is_reported_unsettled() {
+    // SQS fails every call; the message's visibility runs out at 3 s, well
+    // before the drain deadline at 60 s.
+    let f = fake(|_, _| Err(SqsError::transient("connection refused")));
+    let (s, task, _) = start(f.clone(), 30);
+    let k = hold(&s, "m", "r".into(), Instant::now() + Duration::from_secs(3));
+    s.settle(k, Action::Delete);
+    let unsettled = task.finish(Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(unsettled, 1);
 }
