@@ -106,7 +106,9 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 /// requests on parallel threads: two conditional writes racing for one item
 /// can both succeed (three writers, about one round in 300), which DynamoDB
 /// never allows. Daemons that race for ticks reach moto through this front,
-/// which passes one request at a time and so restores DynamoDB's guarantee.
+/// which passes one request at a time and so restores DynamoDB's guarantee
+/// (even for a request whose daemon hung up: it still holds its turn until
+/// moto answers).
 async fn serial_dynamodb() -> String {
     let upstream = common::dynamodb_endpoint()
         .trim_end_matches('/')
@@ -138,7 +140,7 @@ async fn serial_dynamodb() -> String {
 async fn forward_one(
     req: hyper::Request<hyper::body::Incoming>,
     upstream: &str,
-    turn: &tokio::sync::Mutex<()>,
+    turn: &Arc<tokio::sync::Mutex<()>>,
     client: &reqwest::Client,
 ) -> hyper::Response<Full<Bytes>> {
     use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -157,15 +159,24 @@ async fn forward_one(
             request = request.header(k, v);
         }
     }
-    let _turn = turn.lock().await;
-    let Ok(answer) = request.send().await else {
+    // The exchange with moto runs in its own task, holding the turn until
+    // moto has answered: a daemon that hangs up (a cut link) drops this
+    // future, and must not let the next request into moto while its own is
+    // still being applied there.
+    let turn = turn.clone();
+    let exchange = tokio::spawn(async move {
+        let _turn = turn.lock_owned().await;
+        let answer = request.send().await.ok()?;
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        Some((status, headers, bytes))
+    });
+    let Ok(Some((status, headers, bytes))) = exchange.await else {
         let mut bad = hyper::Response::new(Full::new(Bytes::new()));
         *bad.status_mut() = hyper::StatusCode::BAD_GATEWAY;
         return bad;
     };
-    let status = answer.status();
-    let headers = answer.headers().clone();
-    let bytes = answer.bytes().await.unwrap_or_default();
     let mut response = hyper::Response::new(Full::new(bytes));
     *response.status_mut() = status;
     for (k, v) in &headers {
