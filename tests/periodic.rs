@@ -5,17 +5,28 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, TimeZone, Timelike, Utc, Weekday};
 use common::app::{App, Recorded, Reply};
 use common::{base_args, eventually, scratch_file, Daemon, TestQueue};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 const TASK_BODY: &str = "elasticbeanstalk scheduled job";
 
@@ -65,6 +76,321 @@ fn assert_no_tick_twice(ticks: &BTreeMap<DateTime<Utc>, BTreeSet<String>>) {
             ids.len()
         );
     }
+}
+
+/// The tick named by a log line's `scheduled` field.
+fn scheduled_in(line: &str) -> DateTime<Utc> {
+    let at = line
+        .find("scheduled=")
+        .unwrap_or_else(|| panic!("no scheduled= in {line}"));
+    let text = &line[at + "scheduled=".len()..];
+    let text = text.trim_start_matches('"');
+    NaiveDateTime::parse_from_str(&text[..23], "%Y-%m-%d %H:%M:%S UTC")
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .and_utc()
+}
+
+/// The value of a `name=value` field in a text log line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    let key = format!("{name}=");
+    let at = line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key} in {line}"));
+    line[at + key.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+}
+
+/// moto's server checks a write's condition and then applies it, serving
+/// requests on parallel threads: two conditional writes racing for one item
+/// can both succeed (three writers, about one round in 300), which DynamoDB
+/// never allows. Daemons that race for ticks reach moto through this front,
+/// which passes one request at a time and so restores DynamoDB's guarantee
+/// (even for a request whose daemon hung up: it still holds its turn until
+/// moto answers).
+async fn serial_dynamodb() -> String {
+    let upstream = common::dynamodb_endpoint()
+        .trim_end_matches('/')
+        .to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    let client = reqwest::Client::new();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (upstream, turn, client) = (upstream.clone(), turn.clone(), client.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let (upstream, turn, client) = (upstream.clone(), turn.clone(), client.clone());
+                    async move { Ok::<_, Infallible>(forward_one(req, &upstream, &turn, &client).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn forward_one(
+    req: hyper::Request<hyper::body::Incoming>,
+    upstream: &str,
+    turn: &Arc<tokio::sync::Mutex<()>>,
+    client: &reqwest::Client,
+) -> hyper::Response<Full<Bytes>> {
+    use hyper::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = client
+        .request(parts.method.clone(), format!("{upstream}{target}"))
+        .body(body);
+    for (k, v) in &parts.headers {
+        if k != HOST && k != CONTENT_LENGTH {
+            request = request.header(k, v);
+        }
+    }
+    // The exchange with moto runs in its own task, holding the turn until
+    // moto has answered: a daemon that hangs up (a cut link) drops this
+    // future, and must not let the next request into moto while its own is
+    // still being applied there.
+    let turn = turn.clone();
+    let exchange = tokio::spawn(async move {
+        let _turn = turn.lock_owned().await;
+        let answer = request.send().await.ok()?;
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        Some((status, headers, bytes))
+    });
+    let Ok(Some((status, headers, bytes))) = exchange.await else {
+        let mut bad = hyper::Response::new(Full::new(Bytes::new()));
+        *bad.status_mut() = hyper::StatusCode::BAD_GATEWAY;
+        return bad;
+    };
+    let mut response = hyper::Response::new(Full::new(bytes));
+    *response.status_mut() = status;
+    for (k, v) in &headers {
+        if k != TRANSFER_ENCODING && k != CONTENT_LENGTH && k != CONNECTION {
+            response.headers_mut().append(k, v.clone());
+        }
+    }
+    response
+}
+
+/// What the SQS gate does to the next SendMessage passing through.
+enum OnSend {
+    /// Runs this before the request goes on to SQS.
+    Before(Box<dyn FnOnce() + Send>),
+    /// Lets SQS take it, then closes the connection instead of answering.
+    LoseAnswer,
+}
+
+/// Between a daemon and SQS: refuses connections outright (its port
+/// closed) while "refusing", and can act on the next SendMessage.
+struct SqsGate {
+    addr: SocketAddr,
+    up: watch::Sender<bool>,
+    next_send: Arc<Mutex<Option<OnSend>>>,
+}
+
+impl SqsGate {
+    async fn start() -> SqsGate {
+        let upstream = common::endpoint()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let first = TcpListener::bind("127.0.0.1:0").await.expect("bind gate");
+        let addr = first.local_addr().expect("addr");
+        let (up, mut up_rx) = watch::channel(true);
+        let next_send: Arc<Mutex<Option<OnSend>>> = Arc::default();
+        let on_send = next_send.clone();
+        tokio::spawn(async move {
+            let mut listener = Some(first);
+            loop {
+                let Some(l) = listener.as_ref() else {
+                    if up_rx.wait_for(|u| *u).await.is_err() {
+                        return;
+                    }
+                    listener = Some(rebind(addr).await);
+                    continue;
+                };
+                tokio::select! {
+                    accepted = l.accept() => {
+                        if let Ok((client, _)) = accepted {
+                            tokio::spawn(pipe(client, upstream.clone(), up_rx.clone(), on_send.clone()));
+                        }
+                    }
+                    changed = up_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if !*up_rx.borrow() {
+                            // Closing the listener: connections are refused.
+                            listener = None;
+                        }
+                    }
+                }
+            }
+        });
+        SqsGate {
+            addr,
+            up,
+            next_send,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn set_refusing(&self, refusing: bool) {
+        self.up.send_replace(!refusing);
+    }
+
+    fn on_next_send(&self, action: OnSend) {
+        *self.next_send.lock().unwrap() = Some(action);
+    }
+}
+
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("cannot listen on {addr} again");
+}
+
+async fn pipe(
+    client: TcpStream,
+    upstream: String,
+    mut up: watch::Receiver<bool>,
+    next_send: Arc<Mutex<Option<OnSend>>>,
+) {
+    let Ok(server) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut server_rx, mut server_tx) = server.into_split();
+    let lose = Arc::new(AtomicBool::new(false));
+    let lose_next = lose.clone();
+    let requests = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            let marker = b"AmazonSQS.SendMessage\r\n";
+            if chunk.windows(marker.len()).any(|w| w == marker) {
+                let action = next_send.lock().unwrap().take();
+                match action {
+                    Some(OnSend::Before(f)) => f(),
+                    Some(OnSend::LoseAnswer) => lose_next.store(true, Ordering::SeqCst),
+                    None => {}
+                }
+            }
+            if server_tx.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    let answers = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if lose.load(Ordering::SeqCst) {
+                // SQS answered; the daemon never learns it.
+                return;
+            }
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = requests => {}
+        _ = answers => {}
+        _ = up.wait_for(|u| !*u) => {}
+    }
+}
+
+/// A daemon with its DynamoDB at `dynamodb`; its instance id in the table.
+async fn fleet_daemon(
+    queue_url: &str,
+    app: &App,
+    dynamodb: &str,
+    extra: &[&str],
+) -> (Daemon, String) {
+    let mut args: Vec<String> = [
+        "--queue-url",
+        queue_url,
+        "--worker-url",
+        &app.url(),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--log-level",
+        "debug",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut cmd = common::sqsd_command(&args);
+    cmd.env("AWS_ENDPOINT_URL_DYNAMODB", dynamodb);
+    let d = Daemon::start_with(cmd).await;
+    let line = d
+        .wait_log(
+            "coordinated through the cron table",
+            Duration::from_secs(30),
+        )
+        .await;
+    let instance = field(&line, "instance").to_string();
+    (d, instance)
+}
+
+/// The partition key of `task`'s records: the queue's ARN and the task.
+async fn task_key(queue: &TestQueue, task: &str) -> String {
+    format!(
+        "{}#{task}",
+        queue.attribute(QueueAttributeName::QueueArn).await
+    )
+}
+
+/// Phase and holder of a tick's record, read straight from moto.
+async fn tick_record(table: &str, key: &str, tick: DateTime<Utc>) -> Option<(String, String)> {
+    let item = common::dynamodb()
+        .get_item()
+        .table_name(table)
+        .key("pk", AttributeValue::S(key.to_string()))
+        .key("tick", AttributeValue::N(tick.timestamp().to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get tick record")
+        .item?;
+    let text = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    Some((text("phase"), text("claimed_by")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,28 +571,27 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
     let queue = TestQueue::new("cron-fleet").await;
     let app = App::ok().await;
     let table = table_name("sqsd-fleet");
+    let dynamodb = serial_dynamodb().await;
     let file = scratch_file(
         "cron.yaml",
         &cron_yaml(&[("every-second", "/tick", "* * * * * *")]),
     );
-    let mut extra = table_args(&table);
     // A killed daemon's open long polls may still take messages on the
     // server side; a short visibility timeout brings those back quickly.
-    extra.extend([
+    let extra = [
+        "--cron-table",
+        table.as_str(),
         "--cron-file",
         file.to_str().unwrap(),
         "--visibility-timeout",
         "5",
-    ]);
+    ];
     let mut daemons = Vec::new();
+    let mut instances = Vec::new();
     for _ in 0..3 {
-        let d = Daemon::start(args_with(&queue, &app, &extra)).await;
-        d.wait_log(
-            "coordinated through the cron table",
-            Duration::from_secs(30),
-        )
-        .await;
+        let (d, instance) = fleet_daemon(&queue.url, &app, &dynamodb, &extra).await;
         daemons.push(d);
+        instances.push(instance);
     }
     for d in &daemons {
         d.wait_ready(Duration::from_secs(20)).await;
@@ -286,6 +611,7 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
     .await;
     assert_no_tick_twice(&before_kill);
     let mut dead = daemons.remove(0);
+    let dead_instance = instances.remove(0);
     dead.kill9();
     let killed_at = Utc::now();
 
@@ -300,24 +626,33 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
     .await;
 
     // Every second from the first tick to 20 s after the kill, exactly once.
-    // A tick the killed daemon had claimed but not sent is taken over once
-    // its lease runs out, so allow for that.
+    // A tick the killed daemon had claimed but not yet tried to send is
+    // taken over once its claim goes unrenewed for a lease. One it was
+    // sending when it died may be in the queue or not: on a standard queue
+    // nobody sends it again, and its record says so.
+    let key = task_key(&queue, "every-second").await;
     let first = *before_kill.keys().next().expect("a tick");
     let last = killed_at.with_nanosecond(0).unwrap() + chrono::Duration::seconds(20);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let ticks = loop {
+    let (ticks, excused) = loop {
         let ticks = messages_per_tick(&app, "every-second");
         assert_no_tick_twice(&ticks);
         let mut missing = Vec::new();
+        let mut excused = Vec::new();
         let mut t = first;
         while t <= last {
             if !ticks.contains_key(&t) {
-                missing.push(t);
+                match tick_record(&table, &key, t).await {
+                    Some((phase, by)) if phase == "sending" && by == dead_instance => {
+                        excused.push(t)
+                    }
+                    record => missing.push((t, record)),
+                }
             }
             t += chrono::Duration::seconds(1);
         }
         if missing.is_empty() {
-            break ticks;
+            break (ticks, excused);
         }
         if std::time::Instant::now() > deadline {
             let logs: Vec<String> = daemons.iter().map(|d| d.log_text()).collect();
@@ -328,6 +663,10 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    assert!(
+        excused.len() <= 2,
+        "the killed daemon cannot have been sending {excused:?} all at once"
+    );
     assert!(ticks.len() >= 40, "{} ticks", ticks.len());
     let mut lost = 0.0;
     for d in &daemons {
@@ -335,6 +674,239 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
         assert!(d.metric("sqsd_periodic_ticks_claimed_total").await > 0.0);
     }
     assert!(lost > 0.0, "the survivors never raced for a tick");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_spellings_of_one_queue_share_each_tick() {
+    let queue = TestQueue::new("cron-spelling").await;
+    let app = App::ok().await;
+    let table = table_name("sqsd-spelling");
+    let dynamodb = serial_dynamodb().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("spelled", "/spelled", "* * * * * *")]),
+    );
+    let extra = [
+        "--cron-table",
+        table.as_str(),
+        "--cron-file",
+        file.to_str().unwrap(),
+    ];
+    // The same queue, with and without a trailing slash.
+    let slashed = format!("{}/", queue.url);
+    let (a, _) = fleet_daemon(&queue.url, &app, &dynamodb, &extra).await;
+    let (b, _) = fleet_daemon(&slashed, &app, &dynamodb, &extra).await;
+    a.wait_ready(Duration::from_secs(20)).await;
+    b.wait_ready(Duration::from_secs(20)).await;
+    let started = Utc::now();
+    let ticks = eventually(Duration::from_secs(60), "15 ticks with both", || {
+        let ticks = messages_per_tick(&app, "spelled");
+        let n = ticks.keys().filter(|t| **t > started).count();
+        async move { (n >= 15).then_some(ticks) }
+    })
+    .await;
+    assert_no_tick_twice(&ticks);
+    // Both raced for the same records, keyed by the queue's ARN.
+    let lost = a.metric("sqsd_periodic_ticks_lost_total").await
+        + b.metric("sqsd_periodic_ticks_lost_total").await;
+    assert!(lost > 0.0, "the two daemons never raced for a tick");
+    let key = task_key(&queue, "spelled").await;
+    let newest = *ticks.keys().last().unwrap();
+    let (phase, _) = tick_record(&table, &key, newest)
+        .await
+        .expect("the tick's record under the queue's ARN");
+    assert!(phase == "sent" || phase == "sending", "{phase}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unrecorded_send_is_not_enqueued_again_after_the_lease() {
+    let queue = TestQueue::new("cron-unrecorded").await;
+    let app = App::ok().await;
+    let table = table_name("sqsd-unrecorded");
+    let dynamodb = serial_dynamodb().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("recorded", "/recorded", "* * * * * *")]),
+    );
+    let extra = [
+        "--cron-table",
+        table.as_str(),
+        "--cron-file",
+        file.to_str().unwrap(),
+    ];
+    // Daemon A reaches SQS through a gate and DynamoDB through a proxy;
+    // B reaches both directly. Both race for every tick.
+    let gate = SqsGate::start().await;
+    let cut = Arc::new(common::proxy::Proxy::start(&dynamodb).await);
+    let gate_url = gate.url();
+    let cut_url = cut.url();
+    let mut a_extra = extra.to_vec();
+    a_extra.extend(["--endpoint-url", gate_url.as_str()]);
+    let (a, a_instance) = fleet_daemon(&queue.url, &app, &cut_url, &a_extra).await;
+    let (b, _) = fleet_daemon(&queue.url, &app, &dynamodb, &extra).await;
+    a.wait_ready(Duration::from_secs(20)).await;
+    b.wait_ready(Duration::from_secs(20)).await;
+
+    // The moment A sends a tick it claimed, DynamoDB goes away for A: the
+    // send reaches SQS, marking it sent cannot.
+    let cutter = cut.clone();
+    gate.on_next_send(OnSend::Before(Box::new(move || cutter.set_up(false))));
+    // A may have enqueued (and recorded) ticks before the gate was set: the
+    // tick that matters is the one whose record A cannot write.
+    let unrecorded = a
+        .wait_log(
+            "cannot record the tick as enqueued yet",
+            Duration::from_secs(60),
+        )
+        .await;
+    let tick = scheduled_in(&unrecorded);
+    let enqueued = a
+        .log_text()
+        .lines()
+        .any(|l| l.contains("periodic task enqueued") && scheduled_in(l) == tick);
+    assert!(enqueued, "A never sent {tick}:\n{}", a.log_text());
+    // Longer than a lease plus two sweeps: ample time for B to take the
+    // tick over, if it were to.
+    tokio::time::sleep(Duration::from_secs(75)).await;
+    let key = task_key(&queue, "recorded").await;
+    assert_eq!(
+        tick_record(&table, &key, tick).await,
+        Some(("sending".to_string(), a_instance.clone()))
+    );
+    cut.set_up(true);
+    eventually(
+        Duration::from_secs(30),
+        "A records the tick as sent",
+        || {
+            let (table, key) = (table.clone(), key.clone());
+            async move {
+                let record = tick_record(&table, &key, tick).await;
+                (record.as_ref().map(|r| r.0.as_str()) == Some("sent")).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "the tick delivered", || {
+        let seen = messages_per_tick(&app, "recorded").contains_key(&tick);
+        async move { seen.then_some(()) }
+    })
+    .await;
+    let ticks = messages_per_tick(&app, "recorded");
+    assert_eq!(ticks[&tick].len(), 1, "tick {tick} enqueued twice");
+    assert_no_tick_twice(&ticks);
+    assert!(
+        b.find_log("taking over a tick").is_none(),
+        "B took a tick over:\n{}",
+        b.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_is_lost_is_not_repeated_on_a_standard_queue() {
+    let queue = TestQueue::new("cron-lost-answer").await;
+    let app = App::ok().await;
+    let gate = SqsGate::start().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("answerless", "/answerless", "*/2 * * * * *")]),
+    );
+    let gate_url = gate.url();
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &[
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--endpoint-url",
+            &gate_url,
+        ],
+    ))
+    .await;
+    d.wait_ready(Duration::from_secs(20)).await;
+    gate.on_next_send(OnSend::LoseAnswer);
+    let line = d
+        .wait_log("may or may not be in the queue", Duration::from_secs(20))
+        .await;
+    let tick = scheduled_in(&line);
+    // SQS did take it: it is delivered, once.
+    eventually(
+        Duration::from_secs(20),
+        "the answerless tick delivered",
+        || {
+            let seen = messages_per_tick(&app, "answerless").contains_key(&tick);
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    // Later ticks go on as usual, and nothing repeats the answerless one.
+    eventually(Duration::from_secs(20), "two later ticks", || {
+        let n = messages_per_tick(&app, "answerless")
+            .keys()
+            .filter(|t| **t > tick)
+            .count();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let ticks = messages_per_tick(&app, "answerless");
+    assert_eq!(ticks[&tick].len(), 1, "tick {tick} enqueued twice");
+    assert_no_tick_twice(&ticks);
+    assert_eq!(
+        d.metric("sqsd_periodic_ticks_unknown_total{task=\"answerless\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_queue_repeats_a_send_whose_answer_is_lost_and_sqs_drops_the_repeat() {
+    let queue = TestQueue::fifo("cron-lost-fifo").await;
+    let app = App::ok().await;
+    let gate = SqsGate::start().await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("fifo-answerless", "/fifo", "*/2 * * * * *")]),
+    );
+    let gate_url = gate.url();
+    let d = Daemon::start(args_with(
+        &queue,
+        &app,
+        &[
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--endpoint-url",
+            &gate_url,
+        ],
+    ))
+    .await;
+    d.wait_ready(Duration::from_secs(20)).await;
+    gate.on_next_send(OnSend::LoseAnswer);
+    let line = d
+        .wait_log(
+            "cannot enqueue the periodic task; retrying",
+            Duration::from_secs(20),
+        )
+        .await;
+    let tick = scheduled_in(&line);
+    eventually(Duration::from_secs(20), "two later ticks", || {
+        let n = messages_per_tick(&app, "fifo-answerless")
+            .keys()
+            .filter(|t| **t > tick)
+            .count();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    let ticks = messages_per_tick(&app, "fifo-answerless");
+    assert_eq!(
+        ticks.get(&tick).map(BTreeSet::len),
+        Some(1),
+        "tick {tick}: {ticks:?}"
+    );
+    assert_no_tick_twice(&ticks);
+    assert_eq!(
+        d.metric("sqsd_periodic_ticks_unknown_total").await,
+        0.0,
+        "the repeat was sent"
+    );
 }
 
 async fn create_table(name: &str) {
@@ -378,7 +950,7 @@ async fn missed_ticks_are_caught_up_once_and_older_ones_skipped() {
     common::dynamodb()
         .put_item()
         .table_name(&table)
-        .item("pk", AttributeValue::S(format!("{}#minutely", queue.url)))
+        .item("pk", AttributeValue::S(task_key(&queue, "minutely").await))
         .item("tick", AttributeValue::N("0".into()))
         .item("schedule", AttributeValue::S(schedule.into()))
         .item("since", AttributeValue::N(since.timestamp().to_string()))
@@ -541,6 +1113,130 @@ fn bad_cron_files_stop_startup_naming_entry_and_field() {
     assert!(err.contains("/nonexistent/cron.yaml"), "{err}");
 }
 
+/// Runs sqsd in both modes (startup and `check-config`) on `cron_file`:
+/// exit code, standard error and how long it took, for each. `before_each`
+/// runs before each of the two.
+fn run_both_modes(cron_file: &str, before_each: impl Fn()) -> Vec<(i32, String, Duration)> {
+    [&[][..], &["check-config"][..]]
+        .iter()
+        .map(|mode| {
+            let mut args: Vec<&str> = mode.to_vec();
+            args.extend([
+                "--queue-url",
+                "http://127.0.0.1:9/000000000000/never-reached",
+                "--cron-file",
+                cron_file,
+            ]);
+            before_each();
+            let started = std::time::Instant::now();
+            let (code, err) = run_sqsd(&args);
+            (code, err, started.elapsed())
+        })
+        .collect()
+}
+
+#[test]
+fn cron_files_past_the_bounds_stop_startup_naming_file_and_limit() {
+    // Endless input: a device, and a pipe whose writer never stops.
+    for (code, err, took) in run_both_modes("/dev/zero", || {}) {
+        assert_eq!(code, 64, "{err}");
+        assert!(
+            err.contains("/dev/zero") && err.contains("1048576"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+    let dir = scratch_file("unused", "").parent().unwrap().to_path_buf();
+    let fifo = dir.join("cron.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    // Each run gets its own writer: one that opened the pipe for an earlier
+    // run may be gone, and a reader with no writer waits in open().
+    let writer = || {
+        let path = fifo.clone();
+        // Writes until the reader goes away (then the write fails).
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let Ok(mut w) = std::fs::OpenOptions::new().write(true).open(&path) else {
+                return;
+            };
+            let chunk = vec![b'#'; 64 * 1024];
+            while w.write_all(&chunk).is_ok() {}
+        });
+    };
+    for (code, err, took) in run_both_modes(fifo.to_str().unwrap(), writer) {
+        assert_eq!(code, 64, "{err}");
+        assert!(
+            err.contains("cron.fifo") && err.contains("1048576"),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(20), "{took:?}");
+    }
+
+    // A regular file of 2 MiB, even of valid YAML.
+    let mut big = cron_yaml(&[("a", "/a", "0 3 * * *")]);
+    while big.len() <= 2 << 20 {
+        big.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    let file = scratch_file("cron.yaml", &big);
+    for (code, err, _) in run_both_modes(file.to_str().unwrap(), || {}) {
+        assert_eq!(code, 64, "{err}");
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("1048576"),
+            "{err}"
+        );
+    }
+
+    // More entries than allowed, in well under 1 MiB.
+    let many: Vec<(String, &str, &str)> = (0..1001)
+        .map(|i| (format!("t{i}"), "/t", "0 3 * * *"))
+        .collect();
+    let refs: Vec<(&str, &str, &str)> = many.iter().map(|(n, u, s)| (n.as_str(), *u, *s)).collect();
+    let file = scratch_file("cron.yaml", &cron_yaml(&refs));
+    for (code, err, _) in run_both_modes(file.to_str().unwrap(), || {}) {
+        assert_eq!(code, 64, "{err}");
+        assert!(
+            err.contains(file.to_str().unwrap()) && err.contains("1001 tasks; at most 1000"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_most_tasks_allowed_load_quickly_even_when_every_one_is_wrong() {
+    // Every schedule valid, and every one that never fires (each of which
+    // once cost a search to the year 5000): both judged in seconds.
+    for (schedule, good) in [("*/7 3-9 1,15 * MON-FRI", true), ("0 0 30 2 *", false)] {
+        let many: Vec<String> = (0..1000).map(|i| format!("task-{i}")).collect();
+        let tasks: Vec<(&str, &str, &str)> =
+            many.iter().map(|n| (n.as_str(), "/t", schedule)).collect();
+        let file = scratch_file("cron.yaml", &cron_yaml(&tasks));
+        let started = std::time::Instant::now();
+        let (code, out, err) = common::run_to_end(
+            &[
+                "check-config",
+                "--queue-url",
+                "http://127.0.0.1:9/000000000000/q",
+                "--cron-file",
+                file.to_str().unwrap(),
+            ],
+            &[],
+        );
+        let took = started.elapsed();
+        if good {
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains("task-999: POST /t"), "{out}");
+        } else {
+            assert_eq!(code, 64);
+            assert_eq!(err.matches("never fires").count(), 1000);
+        }
+        assert!(took < Duration::from_secs(30), "{schedule}: {took:?}");
+    }
+}
+
 #[test]
 fn check_config_lists_each_tasks_next_three_runs_in_utc() {
     let file = scratch_file(
@@ -678,12 +1374,14 @@ async fn missing_table_is_an_error_unless_creation_is_allowed() {
 async fn a_failed_enqueue_is_retried_logged_and_counted() {
     let queue = TestQueue::new("cron-retry").await;
     let app = App::ok().await;
-    let proxy = common::proxy::Proxy::start(&common::endpoint()).await;
+    // SQS out of reach: connections to it are refused, so an attempt
+    // certainly did not enqueue anything and is retried.
+    let gate = SqsGate::start().await;
     let file = scratch_file(
         "cron.yaml",
         &cron_yaml(&[("retried", "/retried", "*/10 * * * * *")]),
     );
-    let proxy_url = proxy.url();
+    let proxy_url = gate.url();
     let d = Daemon::start(args_with(
         &queue,
         &app,
@@ -710,7 +1408,7 @@ async fn a_failed_enqueue_is_retried_logged_and_counted() {
         },
     )
     .await;
-    proxy.set_up(false);
+    gate.set_refusing(true);
     eventually(Duration::from_secs(20), "a failed enqueue", || async {
         (d.metric("sqsd_periodic_enqueue_failures_total{task=\"retried\"}")
             .await
@@ -718,7 +1416,7 @@ async fn a_failed_enqueue_is_retried_logged_and_counted() {
             .then_some(())
     })
     .await;
-    proxy.set_up(true);
+    gate.set_refusing(false);
     let tick = Utc.timestamp_opt(tick, 0).unwrap();
     eventually(
         Duration::from_secs(30),
@@ -735,6 +1433,18 @@ async fn a_failed_enqueue_is_retried_logged_and_counted() {
         .expect("the failure is logged");
     assert!(line.contains("retried"), "{line}");
     assert_eq!(d.metric("sqsd_periodic_ticks_skipped_total").await, 0.0);
+    // Refused connections are certain failures: the tick is never counted
+    // as possibly sent. (A send of the tick before, if still in flight when
+    // the gate closed its connection, is rightly unknown: it may be in the
+    // queue.)
+    let unknown: Vec<String> = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("may or may not be in the queue"))
+        .filter(|l| scheduled_in(l) == tick)
+        .map(str::to_string)
+        .collect();
+    assert!(unknown.is_empty(), "{unknown:?}");
 }
 
 #[test]

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub ticks_claimed: IntCounterVec,
     pub ticks_lost: IntCounterVec,
     pub ticks_skipped: IntCounterVec,
+    pub ticks_unknown: IntCounterVec,
     pub enqueue_failures: IntCounterVec,
     pub task_next_run: IntGaugeVec,
 }
@@ -162,6 +163,12 @@ impl Metrics {
                 &r,
                 "sqsd_periodic_ticks_skipped_total",
                 "Ticks not enqueued: too old to catch up, or given up after retries, by task",
+                &["task"],
+            ),
+            ticks_unknown: counter_vec(
+                &r,
+                "sqsd_periodic_ticks_unknown_total",
+                "Ticks whose send got no answer and was not repeated: perhaps not enqueued, by task",
                 &["task"],
             ),
             enqueue_failures: counter_vec(

@@ -1,18 +1,22 @@
 //! Fleet coordination in a DynamoDB table: each tick of each task is claimed
-//! by exactly one daemon with a conditional write, and only the winner
-//! enqueues it.
+//! by exactly one daemon with a conditional write, and only the holder sends
+//! it (the phases of a tick's record are in [`super::tick`]).
 //!
 //! Table layout (created on start if allowed): partition key `pk` (string,
-//! `<queue URL>#<task name>`), sort key `tick` (number, the tick's Unix
-//! second). A tick record holds who claimed it, whether its message was sent,
-//! and a lease: a claimer that dies before sending loses the tick to whoever
-//! finds the lease expired. Records expire through the `expires_at` TTL
-//! attribute. The record at `tick = 0` remembers since when a task (with that
-//! schedule) exists, so that a new task is not "caught up" into the past.
+//! `<queue ARN>#<task name>`), sort key `tick` (number, the tick's Unix
+//! second). A tick record holds who holds it, its phase and a version that
+//! every write of the holder raises. Records expire through the `expires_at`
+//! TTL attribute. The record at `tick = 0` remembers since when a task (with
+//! that schedule) exists, so that a new task is not "caught up" into the past.
+//!
+//! Keys use the queue's ARN, not the URL the daemon was given: one queue has
+//! many URLs (a trailing slash, the legacy `queue.amazonaws.com` host,
+//! LocalStack's host forms), and daemons given different ones must still
+//! race for the same record.
 //!
 //! Correctness rests on conditional writes, not on clocks: two daemons whose
-//! clocks differ compute the same tick and race for the same item. Clocks
-//! only matter for leases, which are far longer than any sane skew.
+//! clocks differ compute the same tick and race for the same item, and who
+//! may send is decided by the condition on the holder's identity.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,11 +32,10 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
 
 use super::schedule::eb_time;
-pub use crate::aws::error::DbError;
+pub use super::tick::DbError;
+use super::tick::{Phase, TickStore};
 use crate::time::Backoff;
 
-/// How long a claim stays exclusive without being renewed.
-pub const LEASE: Duration = Duration::from_secs(45);
 /// How long tick records are kept (through the TTL attribute).
 pub const RECORD_TTL: Duration = Duration::from_secs(2 * 24 * 3600);
 
@@ -40,14 +43,11 @@ const PK: &str = "pk";
 const TICK: &str = "tick";
 const CLAIMED_BY: &str = "claimed_by";
 const PHASE: &str = "phase";
-const LEASE_UNTIL: &str = "lease_until_ms";
+const VERSION: &str = "version";
 const EXPIRES_AT: &str = "expires_at";
 const SCHEDULED: &str = "scheduled_time";
 const SCHEDULE: &str = "schedule";
 const SINCE: &str = "since";
-
-const CLAIMED: &str = "claimed";
-const SENT: &str = "sent";
 
 /// Why the table cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,24 +87,18 @@ fn built<T>(result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T,
 pub struct Record {
     pub tick: i64,
     pub claimed_by: String,
-    pub sent: bool,
-    pub lease_until_ms: i64,
-}
-
-impl Record {
-    /// A claim whose holder neither sent nor renewed in time.
-    pub fn is_abandoned(&self, now: DateTime<Utc>) -> bool {
-        !self.sent && self.lease_until_ms < now.timestamp_millis()
-    }
+    pub phase: Phase,
+    /// Raised by every write of the holder: its renewals.
+    pub version: i64,
 }
 
 /// The coordination table as one daemon uses it.
 pub struct Claims {
     client: Client,
     table: String,
-    /// Prefix of every partition key: the worker queue's URL.
+    /// Prefix of every partition key: the worker queue's ARN.
     scope: String,
-    /// This daemon's identity in claim records.
+    /// This daemon's identity in claim records (unique per process).
     me: String,
 }
 
@@ -116,16 +110,13 @@ fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn lease_end(now: DateTime<Utc>) -> i64 {
-    now.timestamp_millis() + LEASE.as_millis() as i64
-}
-
 impl Claims {
-    pub fn new(client: Client, table: String, queue_url: &str, me: String) -> Claims {
+    /// `scope` names the worker queue in every key: its ARN.
+    pub fn new(client: Client, table: String, scope: &str, me: String) -> Claims {
         Claims {
             client,
             table,
-            scope: queue_url.to_string(),
+            scope: scope.to_string(),
             me,
         }
     }
@@ -329,17 +320,14 @@ impl Claims {
         Ok(DateTime::from_timestamp(since, 0).unwrap_or(now))
     }
 
-    /// Tries to claim `tick` of `task`; `Ok(false)` when another daemon has.
-    pub async fn claim(
-        &self,
-        task: &str,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
+    /// Tries to claim `tick` of `task` (the record starts `sending`);
+    /// `Ok(false)` when another daemon has. A claim already made by this
+    /// daemon (an earlier try whose answer was lost) counts as won.
+    pub async fn claim(&self, task: &str, tick: DateTime<Utc>) -> Result<bool, DbError> {
         let mut item = self.key(task, tick.timestamp());
         item.insert(CLAIMED_BY.into(), s(&self.me));
-        item.insert(PHASE.into(), s(CLAIMED));
-        item.insert(LEASE_UNTIL.into(), n(lease_end(now)));
+        item.insert(PHASE.into(), s(Phase::Sending.as_str()));
+        item.insert(VERSION.into(), n(1));
         item.insert(SCHEDULED.into(), s(eb_time(tick)));
         item.insert(
             EXPIRES_AT.into(),
@@ -350,76 +338,34 @@ impl Claims {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk)")
+            .condition_expression("attribute_not_exists(#pk) OR #by = :me")
             .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_values(":me", s(&self.me))
             .send()
             .await)
     }
 
-    /// Extends this daemon's lease on a tick it is still sending;
-    /// `Ok(false)` when the claim is no longer this daemon's.
-    pub async fn renew(
-        &self,
-        task: &str,
-        tick: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
-        let updated = self
-            .update(task, tick.timestamp())
-            .update_expression("SET #lease = :lease")
-            .condition_expression("#by = :me AND #phase = :claimed")
-            .expression_attribute_names("#lease", LEASE_UNTIL)
-            .expression_attribute_names("#by", CLAIMED_BY)
-            .expression_attribute_names("#phase", PHASE)
-            .expression_attribute_values(":lease", n(lease_end(now)))
-            .expression_attribute_values(":me", s(&self.me))
-            .expression_attribute_values(":claimed", s(CLAIMED))
-            .send()
-            .await;
-        won(updated)
-    }
-
-    /// Records that this daemon's claimed tick was enqueued.
-    pub async fn mark_sent(&self, task: &str, tick: DateTime<Utc>) -> Result<(), DbError> {
-        let updated = self
-            .update(task, tick.timestamp())
-            .update_expression("SET #phase = :sent")
-            .condition_expression("#by = :me")
-            .expression_attribute_names("#phase", PHASE)
-            .expression_attribute_names("#by", CLAIMED_BY)
-            .expression_attribute_values(":sent", s(SENT))
-            .expression_attribute_values(":me", s(&self.me))
-            .send()
-            .await;
-        match updated {
-            Ok(_) => Ok(()),
-            Err(e) if lost_condition(&e) => Err(DbError::new(
-                "the claim was taken over before it was marked sent",
-                true,
-            )),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Takes over a claim whose lease expired, if nobody else did first.
-    pub async fn take_over(
-        &self,
-        task: &str,
-        record: &Record,
-        now: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
+    /// Takes over a tick whose holder stopped renewing it: `record` is what
+    /// this daemon saw unchanged for a whole lease. The record becomes this
+    /// daemon's, `sending`. `Ok(false)` when it changed meanwhile.
+    pub async fn take_over(&self, task: &str, record: &Record) -> Result<bool, DbError> {
         let updated = self
             .update(task, record.tick)
-            .update_expression("SET #by = :me, #lease = :lease")
-            .condition_expression("#by = :old AND #lease = :old_lease AND #phase = :claimed")
+            .update_expression("SET #by = :me, #phase = :sending ADD #version :one")
+            .condition_expression(
+                "#phase <> :sent AND ((#by = :old AND #version = :old_version AND #phase = :old_phase) OR #by = :me)",
+            )
             .expression_attribute_names("#by", CLAIMED_BY)
-            .expression_attribute_names("#lease", LEASE_UNTIL)
             .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_names("#version", VERSION)
             .expression_attribute_values(":me", s(&self.me))
-            .expression_attribute_values(":lease", n(lease_end(now)))
+            .expression_attribute_values(":sending", s(Phase::Sending.as_str()))
+            .expression_attribute_values(":sent", s(Phase::Sent.as_str()))
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":old", s(&record.claimed_by))
-            .expression_attribute_values(":old_lease", n(record.lease_until_ms))
-            .expression_attribute_values(":claimed", s(CLAIMED))
+            .expression_attribute_values(":old_version", n(record.version))
+            .expression_attribute_values(":old_phase", s(record.phase.as_str()))
             .send()
             .await;
         won(updated)
@@ -462,6 +408,41 @@ impl Claims {
     }
 }
 
+impl TickStore for Claims {
+    async fn hold(&self, task: &str, tick: DateTime<Utc>, phase: Phase) -> Result<bool, DbError> {
+        let updated = self
+            .update(task, tick.timestamp())
+            .update_expression("SET #phase = :phase ADD #version :one")
+            .condition_expression("#by = :me AND #phase <> :sent")
+            .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_values(":phase", s(phase.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":me", s(&self.me))
+            .expression_attribute_values(":sent", s(Phase::Sent.as_str()))
+            .send()
+            .await;
+        won(updated)
+    }
+
+    async fn mark_sent(&self, task: &str, tick: DateTime<Utc>) -> Result<bool, DbError> {
+        let updated = self
+            .update(task, tick.timestamp())
+            .update_expression("SET #phase = :sent ADD #version :one")
+            .condition_expression("#by = :me")
+            .expression_attribute_names("#phase", PHASE)
+            .expression_attribute_names("#version", VERSION)
+            .expression_attribute_names("#by", CLAIMED_BY)
+            .expression_attribute_values(":sent", s(Phase::Sent.as_str()))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":me", s(&self.me))
+            .send()
+            .await;
+        won(updated)
+    }
+}
+
 fn record(item: &HashMap<String, AttributeValue>) -> Option<Record> {
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
     let number = |k: &str| {
@@ -472,35 +453,38 @@ fn record(item: &HashMap<String, AttributeValue>) -> Option<Record> {
     Some(Record {
         tick: number(TICK)?,
         claimed_by: text(CLAIMED_BY).unwrap_or_default(),
-        sent: text(PHASE).as_deref() == Some(SENT),
-        lease_until_ms: number(LEASE_UNTIL).unwrap_or(0),
+        // A record in no phase this version knows is left alone.
+        phase: text(PHASE).as_deref().and_then(Phase::parse)?,
+        version: number(VERSION).unwrap_or(0),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     #[test]
     fn records_are_read_back_from_items() {
         let item = HashMap::from([
-            (PK.to_string(), s("q#t")),
+            (PK.to_string(), s("arn:aws:sqs:us-east-1:1:q#t")),
             (TICK.to_string(), n(1_700_000_000)),
             (CLAIMED_BY.to_string(), s("host-1")),
-            (PHASE.to_string(), s(CLAIMED)),
-            (LEASE_UNTIL.to_string(), n(1_700_000_045_000)),
+            (PHASE.to_string(), s("claimed")),
+            (VERSION.to_string(), n(3)),
         ]);
         let r = record(&item).unwrap();
-        assert_eq!(r.tick, 1_700_000_000);
-        assert_eq!(r.claimed_by, "host-1");
-        assert!(!r.sent);
-        let before = Utc.timestamp_opt(1_700_000_044, 0).unwrap();
-        let after = Utc.timestamp_opt(1_700_000_046, 0).unwrap();
-        assert!(!r.is_abandoned(before));
-        assert!(r.is_abandoned(after));
-        let sent = Record { sent: true, ..r };
-        assert!(!sent.is_abandoned(after), "a sent tick is never taken over");
+        assert_eq!(
+            r,
+            Record {
+                tick: 1_700_000_000,
+                claimed_by: "host-1".into(),
+                phase: Phase::Claimed,
+                version: 3,
+            }
+        );
+        let mut odd = item.clone();
+        odd.insert(PHASE.to_string(), s("something-else"));
+        assert!(record(&odd).is_none(), "unknown phases are not acted on");
         assert!(record(&HashMap::new()).is_none());
     }
 }

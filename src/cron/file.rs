@@ -10,13 +10,24 @@
 //!
 //! Every problem is reported at once, each naming the entry (by position and
 //! name) and the field.
+//!
+//! Bounds: at most [`MAX_FILE_BYTES`] are read (through a bounded reader, so
+//! `/dev/zero` or an endless pipe stops at the cap) and at most
+//! [`MAX_TASKS`] entries are accepted; checking the entries is linear.
 
+use std::collections::HashSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
 use super::schedule::Schedule;
 use crate::app::request::check_path;
+
+/// Largest cron.yaml read: far more than any real schedule needs.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Most tasks in one file.
+pub const MAX_TASKS: usize = 1000;
 
 /// Where Elastic Beanstalk looks for the file, in order, when no path is set.
 pub const DEFAULT_PATHS: [&str; 2] = ["cron.yaml", "/var/app/current/cron.yaml"];
@@ -38,6 +49,8 @@ pub enum CronFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{} is larger than {limit} bytes (1 MiB), the most sqsd reads from a cron.yaml", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{} is not a valid cron.yaml:\n{}", path.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
         path: PathBuf,
@@ -58,13 +71,43 @@ pub fn locate(configured: Option<&Path>) -> Option<PathBuf> {
 
 /// Reads and checks the file at `path`.
 pub fn load(path: &Path) -> Result<Vec<Task>, CronFileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CronFileError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_bounded(path)?;
     parse(&text).map_err(|problems| CronFileError::Invalid {
         path: path.to_path_buf(),
         problems,
+    })
+}
+
+/// The file's text, refused past [`MAX_FILE_BYTES`] before more is read.
+fn read_bounded(path: &Path) -> Result<String, CronFileError> {
+    let read_error = |source| CronFileError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let too_large = || CronFileError::TooLarge {
+        path: path.to_path_buf(),
+        limit: MAX_FILE_BYTES,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    // A regular file says its size; devices and pipes are cut by reading.
+    if file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() > MAX_FILE_BYTES)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: {e}"),
+        ))
     })
 }
 
@@ -110,8 +153,15 @@ pub fn parse(text: &str) -> Result<Vec<Task>, Vec<String>> {
             &[][..]
         }
     };
+    if entries.len() > MAX_TASKS {
+        problems.push(format!(
+            "cron: {} tasks; at most {MAX_TASKS} are allowed",
+            entries.len()
+        ));
+        return Err(problems);
+    }
     let mut tasks: Vec<Task> = Vec::new();
-    let mut names = Vec::new();
+    let mut names = HashSet::new();
     for (i, entry) in entries.iter().enumerate() {
         if let Some(task) = parse_entry(i + 1, entry, &mut names, &mut problems) {
             tasks.push(task);
@@ -127,7 +177,7 @@ pub fn parse(text: &str) -> Result<Vec<Task>, Vec<String>> {
 fn parse_entry(
     n: usize,
     entry: &Value,
-    names: &mut Vec<String>,
+    names: &mut HashSet<String>,
     problems: &mut Vec<String>,
 ) -> Option<Task> {
     let Value::Mapping(map) = entry else {
@@ -176,12 +226,10 @@ fn parse_entry(
             problems.push(format!(
                 "{label}: name: must not contain control characters"
             ));
-        } else if names.contains(name) {
+        } else if !names.insert(name.clone()) {
             problems.push(format!(
                 "{label}: name: duplicate; an earlier entry is also named {name:?}"
             ));
-        } else {
-            names.push(name.clone());
         }
     }
     if let Some(url) = &url {
@@ -350,5 +398,84 @@ cron:
         assert_eq!(locate(Some(p)).as_deref(), Some(p));
         let e = load(p).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/cron.yaml"), "{e}");
+    }
+
+    fn tasks_yaml(n: usize) -> String {
+        let mut text = String::from("version: 1\ncron:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  - name: task-{i}\n    url: /t\n    schedule: \"0 3 * * *\"\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn at_most_max_tasks_are_accepted() {
+        assert_eq!(parse(&tasks_yaml(MAX_TASKS)).unwrap().len(), MAX_TASKS);
+        let problems = parse(&tasks_yaml(MAX_TASKS + 1)).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![format!(
+                "cron: {} tasks; at most 1000 are allowed",
+                MAX_TASKS + 1
+            )]
+        );
+    }
+
+    #[test]
+    fn endless_input_stops_at_the_cap() {
+        let e = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(&e, CronFileError::TooLarge { limit, .. } if *limit == MAX_FILE_BYTES),
+            "{e}"
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains("/dev/zero") && text.contains("1048576"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_regular_file_over_the_cap_is_refused_before_reading() {
+        let dir = std::env::temp_dir().join(format!("sqsd-cron-{:08x}", fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cron.yaml");
+        let file = std::fs::File::create(&path).unwrap();
+        // Sparse: 4 GiB of nothing costs no disk and would take long to read.
+        file.set_len(4 << 30).unwrap();
+        let started = std::time::Instant::now();
+        let e = load(&path).unwrap_err();
+        assert!(matches!(e, CronFileError::TooLarge { .. }), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Exactly at the cap, the file is read (and judged on its text).
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES)
+            .unwrap();
+        assert!(matches!(load(&path), Err(CronFileError::Invalid { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..12 {
+            let prev = level - 1;
+            text.push_str(&format!(
+                "l{level}: &l{level} [*{}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}, *{0}]\n",
+                if prev == 0 {
+                    "a".to_string()
+                } else {
+                    format!("l{prev}")
+                }
+            ));
+        }
+        text.push_str("version: 1\ncron: []\n");
+        let started = std::time::Instant::now();
+        let problems = parse(&text).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(problems[0].contains("not valid YAML"), "{problems:?}");
     }
 }

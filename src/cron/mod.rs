@@ -3,11 +3,16 @@
 //! makes a fleet enqueue each tick once.
 
 pub mod claims;
+pub mod enqueue;
 pub mod file;
 pub mod format;
+pub mod lease;
 pub mod schedule;
 pub mod scheduler;
+pub mod sender;
+pub mod tick;
 
 pub use file::{CronFileError, Task};
 pub use schedule::{eb_time, Schedule};
 pub use scheduler::{CronSource, Scheduler};
+pub use sender::TaskQueue;

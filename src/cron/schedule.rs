@@ -41,8 +41,7 @@ impl Schedule {
             cron,
         };
         // A pattern such as "0 0 30 2 *" parses but never fires.
-        let reference = DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default();
-        if schedule.next_after(reference).is_none() {
+        if !fires_at_all(&schedule.cron) {
             return Err(format!("{trimmed:?} never fires"));
         }
         Ok(schedule)
@@ -104,6 +103,32 @@ impl Schedule {
         }
         out
     }
+}
+
+/// Whether `cron` matches any time at all, found in a bounded number of
+/// steps (a search through croner would walk up to the year 5000: seconds of
+/// CPU for each pattern that never fires). Whether a day matches depends
+/// only on its year's calendar (leap or not, and the weekday of 1 January),
+/// and the 28 years from 2001 hold all fourteen calendars; so at most
+/// 28 × 366 days are looked at, and only in the months the pattern allows.
+fn fires_at_all(cron: &Cron) -> bool {
+    let p = &cron.pattern;
+    let any = |range: std::ops::Range<u32>, f: &dyn Fn(u32) -> bool| range.into_iter().any(f);
+    let time = any(0..60, &|s| p.second_match(s).unwrap_or(false))
+        && any(0..60, &|m| p.minute_match(m).unwrap_or(false))
+        && any(0..24, &|h| p.hour_match(h).unwrap_or(false));
+    if !time {
+        return false;
+    }
+    (2001..2029).any(|year| {
+        (1..=12u32)
+            .filter(|&month| p.month_match(month).unwrap_or(false))
+            .any(|month| {
+                (1..=31u32)
+                    .take_while(|&day| chrono::NaiveDate::from_ymd_opt(year, month, day).is_some())
+                    .any(|day| p.day_match(year, month, day).unwrap_or(false))
+            })
+    })
 }
 
 /// `t` rounded down (or up) to a whole second.
@@ -273,6 +298,23 @@ mod tests {
             let e = Schedule::parse(bad).expect_err(bad);
             assert!(!e.is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rare_schedules_fire_and_impossible_ones_are_found_quickly() {
+        let from = at(2026, 11, 22, 0, 0, 0);
+        // Leap days, and the fifth Friday of February (only in a leap year
+        // whose February starts on a Friday).
+        assert_eq!(next("0 0 29 2 *", from), at(2028, 2, 29, 0, 0, 0));
+        assert_eq!(next("0 0 * 2 FRI#5", from).month(), 2);
+        assert_eq!(next("0 0 31 * *", from), at(2026, 12, 31, 0, 0, 0));
+        let started = std::time::Instant::now();
+        for bad in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 2 *"] {
+            let e = Schedule::parse(bad).expect_err(bad);
+            assert!(e.contains("never fires"), "{e}");
+        }
+        // A croner search to the year 5000 takes seconds each in a debug build.
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

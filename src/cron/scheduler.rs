@@ -3,28 +3,33 @@
 //!
 //! Without a coordination table this daemon enqueues every tick itself.
 //! With one, every daemon races for each tick with a conditional write and
-//! only the winner enqueues (see [`super::claims`]). A periodic sweep then
-//! catches up ticks of the last few minutes that nobody enqueued (every
-//! scheduler was down) and takes over ticks whose claimer died before
-//! enqueueing them.
+//! only the winner enqueues (see [`super::claims`] and [`super::enqueue`]).
+//! A periodic sweep then catches up ticks of the last few minutes that
+//! nobody claimed (every scheduler was down), and takes over ticks whose
+//! holder stopped renewing them ([`super::lease`]) while nothing of them can
+//! be in the queue, or, on a FIFO queue, while SQS would drop a repeat.
+//!
+//! Within one daemon, a tick is worked on by at most one task at a time
+//! (timer or sweep): a local slot is taken before any write for it.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_sqs::types::MessageAttributeValue;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::claims::{Claims, Record, LEASE};
+use super::claims::{Claims, Record};
+use super::enqueue::{Enqueuer, Job, TaskSender, FIFO_RESEND_WITHIN};
 use super::file::{self, Task};
-use super::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
+use super::lease::{LeaseWatch, LEASE};
 use super::schedule::{eb_time, Schedule};
+use super::sender::{SqsSender, TaskQueue};
+use super::tick::Phase;
 use crate::admin::metrics::Metrics;
-use crate::aws::error::SqsError;
 use crate::signals::Reload;
 use crate::time::Backoff;
 
@@ -37,8 +42,6 @@ pub const GRACE: Duration = Duration::from_secs(10);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// Most ticks of one task caught up in one sweep (the newest ones).
 const MAX_CATCH_UP_TICKS: usize = 100;
-/// One SendMessage may take this long before it counts as failed.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for enqueues in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -78,25 +81,6 @@ impl CronSource {
     }
 }
 
-/// Message group and deduplication ids of a task message on a FIFO queue:
-/// one group per task (its ticks run in order), one id per task and tick.
-pub fn fifo_ids(task: &str, tick: DateTime<Utc>) -> (String, String) {
-    let usable =
-        !task.is_empty() && task.len() <= 128 && task.chars().all(|c| c.is_ascii_graphic());
-    let group = if usable {
-        task.to_string()
-    } else {
-        format!(
-            "sqsd-task-{}",
-            &hex::encode(Sha256::digest(task.as_bytes()))[..32]
-        )
-    };
-    let dedup = hex::encode(Sha256::digest(
-        format!("{task}\n{}", tick.timestamp()).as_bytes(),
-    ));
-    (group, dedup)
-}
-
 /// The span of ticks a sweep looks at: from the catch-up horizon (or since
 /// the task exists) to [`GRACE`] ago. `None` when empty.
 pub fn catch_up_window(
@@ -113,24 +97,67 @@ pub fn catch_up_window(
 pub enum Due {
     /// Nobody claimed it.
     Missing(DateTime<Utc>),
-    /// Claimed, but its claimer neither enqueued it nor renewed the lease.
-    Abandoned(DateTime<Utc>, Record),
+    /// This daemon's own claim, made while DynamoDB's answer was lost; the
+    /// daemon knows it never sent the tick.
+    Unfinished(DateTime<Utc>),
+    /// Its holder stopped renewing it: the record as seen for a whole lease.
+    Stale(DateTime<Utc>, Record),
 }
 
-/// Which of `ticks` need catching up, given the table's records.
+/// What a sweep knows besides the table.
+pub struct SweepView<'a> {
+    /// This daemon's identity in records.
+    pub me: &'a str,
+    /// Whether SQS drops a repeated send (a FIFO queue).
+    pub fifo: bool,
+    /// Now, on the wall clock (tick times) and on this daemon's own clock.
+    pub now: DateTime<Utc>,
+    pub instant: Instant,
+    /// Ticks this daemon claimed without learning whether the claim was
+    /// written, and never sent.
+    pub unfinished: &'a HashSet<i64>,
+}
+
+/// Which of `ticks` of `task` need catching up or taking over.
+///
+/// A stale `claimed` record is taken over: nothing of it can be in the
+/// queue. A stale `sending` record may be in the queue: it is taken over
+/// only on a FIFO queue, and only while SQS's deduplication still covers
+/// a send its holder may have made ([`FIFO_RESEND_WITHIN`] after the tick,
+/// as no send of a tick happens before it).
 pub fn plan(
+    task: &str,
     ticks: &[DateTime<Utc>],
     records: &HashMap<i64, Record>,
-    now: DateTime<Utc>,
+    watch: &mut LeaseWatch,
+    view: &SweepView<'_>,
 ) -> Vec<Due> {
-    ticks
-        .iter()
-        .filter_map(|&t| match records.get(&t.timestamp()) {
-            None => Some(Due::Missing(t)),
-            Some(r) if r.is_abandoned(now) => Some(Due::Abandoned(t, r.clone())),
-            Some(_) => None,
-        })
-        .collect()
+    let mut due = Vec::new();
+    for &t in ticks {
+        let Some(r) = records.get(&t.timestamp()) else {
+            due.push(Due::Missing(t));
+            continue;
+        };
+        if r.phase == Phase::Sent {
+            watch.stale(task, r, view.instant);
+            continue;
+        }
+        if r.claimed_by == view.me
+            && r.phase == Phase::Sending
+            && view.unfinished.contains(&t.timestamp())
+        {
+            due.push(Due::Unfinished(t));
+            continue;
+        }
+        if !watch.stale(task, r, view.instant) {
+            continue;
+        }
+        let deduplicated = view.fifo && view.now < t + chrono(FIFO_RESEND_WITHIN);
+        if r.phase == Phase::Claimed || deduplicated {
+            due.push(Due::Stale(t, r.clone()));
+        }
+    }
+    due
 }
 
 /// The tick just before the catch-up window, if the task already existed
@@ -145,36 +172,95 @@ pub fn tick_before_window(
         .filter(|&t| t >= since)
 }
 
+/// The wall-clock time `t` on this process's monotonic clock (now, if past).
+fn instant_at(t: DateTime<Utc>) -> Instant {
+    Instant::now() + (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Ticks (of one task each) some task of this daemon is working on.
+type Busy = Arc<Mutex<HashSet<(String, i64)>>>;
+
+/// This daemon's exclusive right to work on one tick; released on drop.
+struct Slot {
+    busy: Busy,
+    key: (String, i64),
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// The scheduler of one daemon.
 pub struct Scheduler {
-    pub client: aws_sdk_sqs::Client,
-    pub queue_url: String,
+    sender: SqsSender,
     pub claims: Option<Claims>,
     pub metrics: Arc<Metrics>,
     pub stop: CancellationToken,
     sends: TaskTracker,
+    busy: Busy,
+    /// Per task: ticks claimed without an answer, never sent (see [`Due`]).
+    unfinished: Mutex<HashMap<String, HashSet<i64>>>,
 }
 
 impl Scheduler {
     pub fn new(
         client: aws_sdk_sqs::Client,
-        queue_url: String,
+        queue: TaskQueue,
         claims: Option<Claims>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
     ) -> Scheduler {
         Scheduler {
-            client,
-            queue_url,
+            sender: SqsSender {
+                client,
+                queue,
+                metrics: metrics.clone(),
+            },
             claims,
             metrics,
             stop,
             sends: TaskTracker::new(),
+            busy: Arc::default(),
+            unfinished: Mutex::default(),
         }
     }
 
-    fn fifo(&self) -> bool {
-        self.queue_url.ends_with(".fifo")
+    /// Takes the slot of `tick` of `task`; `None` while another task of
+    /// this daemon works on it.
+    fn slot(&self, task: &str, tick: DateTime<Utc>) -> Option<Slot> {
+        let key = (task.to_string(), tick.timestamp());
+        let fresh = self
+            .busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+        fresh.then(|| Slot {
+            busy: self.busy.clone(),
+            key,
+        })
+    }
+
+    fn unfinished(&self, task: &str) -> HashSet<i64> {
+        let all = self.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(task).cloned().unwrap_or_default()
+    }
+
+    fn set_unfinished(&self, task: &str, tick: DateTime<Utc>, unfinished: bool) {
+        let mut all = self.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+        let ticks = all.entry(task.to_string()).or_default();
+        if unfinished {
+            ticks.insert(tick.timestamp());
+        } else {
+            ticks.remove(&tick.timestamp());
+        }
+        // Past the catch-up window nobody looks at a tick again.
+        let horizon = (Utc::now() - chrono(CATCH_UP) - chrono(SWEEP_EVERY)).timestamp();
+        ticks.retain(|&t| t >= horizon);
     }
 
     /// Schedules `source`'s tasks until `stop`, re-reading the file on each
@@ -235,7 +321,7 @@ impl Scheduler {
             .is_err()
         {
             tracing::warn!(
-                "stopped with periodic-task enqueues still retrying; with a cron table another daemon takes them over"
+                "stopped with periodic-task enqueues still retrying; with a cron table, a tick not yet sent is taken over by another daemon"
             );
         }
     }
@@ -251,6 +337,7 @@ impl Scheduler {
                 match (&self.claims, source.tasks.is_empty()) {
                     (_, true) => tracing::info!(file = %path.display(), "cron.yaml has no tasks"),
                     (Some(c), false) => tracing::info!(table = %c.table(), instance = %c.me(),
+                        queue = %self.sender.queue.scope,
                         "periodic tasks coordinated through the cron table; each tick is enqueued once across daemons"),
                     (None, false) => tracing::warn!(
                         "no cron_table configured: this daemon schedules periodic tasks alone; \
@@ -289,35 +376,73 @@ impl Scheduler {
             if !sleep_until(tick, &token).await {
                 return;
             }
-            let deadline = task
+            let next = task
                 .schedule
                 .next_after(tick)
                 .unwrap_or(tick + chrono::Duration::hours(1));
-            let me = self.clone();
-            let t = task.clone();
-            self.sends
-                .spawn(async move { me.fire(&t, tick, deadline).await });
+            if let Some(slot) = self.slot(&task.name, tick) {
+                let me = self.clone();
+                let t = task.clone();
+                self.sends
+                    .spawn(async move { me.fire(slot, t, tick, next).await });
+            }
             after = tick;
         }
     }
 
-    async fn fire(&self, task: &Task, tick: DateTime<Utc>, deadline: DateTime<Utc>) {
+    /// A job for `tick`, retried until `retry_until`; `resend_until` as in
+    /// [`Job`].
+    fn job(
+        &self,
+        task: &Task,
+        tick: DateTime<Utc>,
+        retry_until: DateTime<Utc>,
+        resend_until: Option<DateTime<Utc>>,
+    ) -> Job {
+        // The record matters until no sweep looks at the tick any more.
+        let record_until =
+            (tick + chrono(CATCH_UP) + chrono(SWEEP_EVERY)).max(Utc::now() + chrono(LEASE));
+        Job {
+            task: task.clone(),
+            tick,
+            retry_until: instant_at(retry_until),
+            resend_until: resend_until.map(instant_at),
+            record_until: instant_at(record_until),
+        }
+    }
+
+    async fn run_job(&self, job: Job) {
+        let enqueuer = Enqueuer {
+            store: self.claims.as_ref(),
+            sender: &self.sender,
+            metrics: &self.metrics,
+            stop: &self.stop,
+        };
+        let ending = enqueuer.run(&job).await;
+        tracing::debug!(task = %job.task.name, scheduled = %eb_time(job.tick), ?ending, "tick done");
+    }
+
+    /// Claims and enqueues a tick at its time; retries until `next` tick.
+    async fn fire(&self, _slot: Slot, task: Task, tick: DateTime<Utc>, next: DateTime<Utc>) {
+        let job = self.job(&task, tick, next, None);
         let Some(claims) = &self.claims else {
-            self.enqueue(task, tick, deadline, false).await;
+            self.run_job(job).await;
             return;
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            match claims.claim(&task.name, tick, Utc::now()).await {
+            match claims.claim(&task.name, tick).await {
                 Ok(true) => {
+                    self.set_unfinished(&task.name, tick, false);
                     self.metrics
                         .ticks_claimed
                         .with_label_values(&[&task.name])
                         .inc();
-                    self.enqueue(task, tick, deadline, true).await;
+                    self.run_job(job).await;
                     return;
                 }
                 Ok(false) => {
+                    self.set_unfinished(&task.name, tick, false);
                     self.metrics
                         .ticks_lost
                         .with_label_values(&[&task.name])
@@ -327,13 +452,16 @@ impl Scheduler {
                     return;
                 }
                 Err(e) => {
+                    // The write may have happened: if the claim is this
+                    // daemon's, the sweep finishes it.
+                    self.set_unfinished(&task.name, tick, true);
                     self.metrics
                         .enqueue_failures
                         .with_label_values(&[&task.name])
                         .inc();
                     let delay = backoff.next_delay();
                     if e.permanent
-                        || Utc::now() + chrono(delay) >= deadline
+                        || Instant::now() + delay >= job.retry_until
                         || self.stop.is_cancelled()
                     {
                         tracing::error!(task = %task.name, scheduled = %eb_time(tick), error = %e,
@@ -342,138 +470,22 @@ impl Scheduler {
                     }
                     tracing::warn!(task = %task.name, scheduled = %eb_time(tick), error = %e,
                         retry_in = ?delay, "cannot claim the tick in the cron table; retrying");
-                    if !self.pause(delay).await {
-                        return;
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
-        }
-    }
-
-    /// Sleeps unless shutdown comes first; `false` on shutdown.
-    async fn pause(&self, delay: Duration) -> bool {
-        tokio::select! {
-            _ = self.stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
-    }
-
-    /// Sends the task message, retrying with backoff until `deadline`. With
-    /// `claimed`, the claim's lease is renewed between attempts and the tick
-    /// is marked sent after success.
-    async fn enqueue(
-        &self,
-        task: &Task,
-        tick: DateTime<Utc>,
-        deadline: DateTime<Utc>,
-        claimed: bool,
-    ) {
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
-        let scheduled = eb_time(tick);
-        loop {
-            let error = match tokio::time::timeout(SEND_TIMEOUT, self.send(task, tick)).await {
-                Ok(Ok(id)) => {
-                    self.metrics
-                        .tasks_enqueued
-                        .with_label_values(&[&task.name])
-                        .inc();
-                    tracing::info!(task = %task.name, scheduled = %scheduled, message_id = %id,
-                        "periodic task enqueued");
-                    if claimed {
-                        self.mark_sent(task, tick).await;
-                    }
-                    return;
-                }
-                Ok(Err(e)) => e,
-                Err(_) => format!("no answer within {SEND_TIMEOUT:?}"),
-            };
-            self.metrics
-                .enqueue_failures
-                .with_label_values(&[&task.name])
-                .inc();
-            let delay = backoff.next_delay();
-            if Utc::now() + chrono(delay) >= deadline || self.stop.is_cancelled() {
-                self.metrics
-                    .ticks_skipped
-                    .with_label_values(&[&task.name])
-                    .inc();
-                tracing::error!(task = %task.name, scheduled = %scheduled, error = %error,
-                    attempts = backoff.failures(),
-                    "giving up enqueueing the periodic task: its retry time is over");
-                return;
-            }
-            tracing::warn!(task = %task.name, scheduled = %scheduled, error = %error,
-                retry_in = ?delay, "cannot enqueue the periodic task; retrying");
-            if !self.pause(delay).await {
-                return;
-            }
-            if let (true, Some(claims)) = (claimed, &self.claims) {
-                match claims.renew(&task.name, tick, Utc::now()).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!(task = %task.name, scheduled = %scheduled,
-                            "another daemon took the tick over; not retrying here");
-                        return;
-                    }
-                    Err(e) => tracing::warn!(task = %task.name, error = %e,
-                        "cannot renew the claim on the tick; retrying the enqueue anyway"),
-                }
-            }
-        }
-    }
-
-    async fn mark_sent(&self, task: &Task, tick: DateTime<Utc>) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let Some(claims) = &self.claims else { return };
-        loop {
-            match claims.mark_sent(&task.name, tick).await {
-                Ok(()) => return,
-                Err(e) if e.permanent || backoff.failures() >= 5 => {
-                    tracing::warn!(task = %task.name, scheduled = %eb_time(tick), error = %e,
-                        "cannot mark the tick as enqueued; another daemon may enqueue it again once the claim's lease ends");
-                    return;
-                }
-                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
-            }
-        }
-    }
-
-    async fn send(&self, task: &Task, tick: DateTime<Utc>) -> Result<String, String> {
-        let attr = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| e.to_string())
-        };
-        let mut request = self
-            .client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(TASK_BODY)
-            .message_attributes(PATH_ATTR, attr(&task.url)?)
-            .message_attributes(TASK_NAME_ATTR, attr(&task.name)?)
-            .message_attributes(SCHEDULED_TIME_ATTR, attr(&eb_time(tick))?);
-        if self.fifo() {
-            let (group, dedup) = fifo_ids(&task.name, tick);
-            request = request
-                .message_group_id(group)
-                .message_deduplication_id(dedup);
-        }
-        let result = request.send().await;
-        self.metrics.sqs_request("SendMessage", result.is_ok());
-        match result {
-            Ok(out) => Ok(out.message_id.unwrap_or_default()),
-            Err(e) => Err(SqsError::from(e).to_string()),
         }
     }
 
     /// Every [`SWEEP_EVERY`]: catch up missed ticks and take over abandoned
-    /// claims (see the module documentation).
+    /// ones (see the module documentation).
     async fn sweep(self: Arc<Self>, tasks: Vec<Task>, token: CancellationToken) {
         let Some(claims) = &self.claims else { return };
         let mut since: HashMap<String, DateTime<Utc>> = HashMap::new();
         let mut reported: HashSet<String> = HashSet::new();
+        let mut watch = LeaseWatch::default();
         loop {
             for task in &tasks {
                 if token.is_cancelled() {
@@ -495,7 +507,10 @@ impl Scheduler {
                     },
                 };
                 let first = reported.insert(task.name.clone());
-                match self.sweep_task(claims, task, started, now, first).await {
+                match self
+                    .sweep_task(claims, task, started, first, &mut watch)
+                    .await
+                {
                     Ok(()) => tracing::debug!(task = %task.name, "cron table sweep done"),
                     Err(e) => tracing::warn!(task = %task.name, error = %e,
                         "cron table sweep failed; trying again later"),
@@ -513,9 +528,10 @@ impl Scheduler {
         claims: &Claims,
         task: &Task,
         since: DateTime<Utc>,
-        now: DateTime<Utc>,
         report_older: bool,
+        watch: &mut LeaseWatch,
     ) -> Result<(), super::claims::DbError> {
+        let now = Utc::now();
         let Some((from, to)) = catch_up_window(since, now) else {
             return Ok(());
         };
@@ -541,10 +557,40 @@ impl Scheduler {
             tracing::warn!(task = %task.name, scheduled = %eb_time(t),
                 catch_up = ?CATCH_UP, "a missed tick is older than the catch-up window; skipping it");
         }
-        for due in plan(&ticks, &records, now) {
-            let (tick, won) = match &due {
-                Due::Missing(t) => (*t, claims.claim(&task.name, *t, now).await?),
-                Due::Abandoned(t, r) => (*t, claims.take_over(&task.name, r, now).await?),
+        watch.forget_before(&task.name, from.timestamp());
+        let unfinished = self.unfinished(&task.name);
+        let view = SweepView {
+            me: claims.me(),
+            fifo: self.sender.deduplicates(),
+            now,
+            instant: Instant::now(),
+            unfinished: &unfinished,
+        };
+        for due in plan(&task.name, &ticks, &records, watch, &view) {
+            let tick = match &due {
+                Due::Missing(t) | Due::Unfinished(t) | Due::Stale(t, _) => *t,
+            };
+            // A tick this daemon is working on is left to that work.
+            let Some(slot) = self.slot(&task.name, tick) else {
+                continue;
+            };
+            let (written, nothing_sent) = match &due {
+                Due::Missing(t) | Due::Unfinished(t) => (claims.claim(&task.name, *t).await, true),
+                Due::Stale(_, r) => (
+                    claims.take_over(&task.name, r).await,
+                    r.phase == Phase::Claimed,
+                ),
+            };
+            let won = match written {
+                Ok(won) => won,
+                Err(e) => {
+                    // The write may have happened; when nothing of the tick
+                    // can be in the queue, a later sweep finishes it.
+                    if nothing_sent {
+                        self.set_unfinished(&task.name, tick, true);
+                    }
+                    return Err(e);
+                }
             };
             if !won {
                 self.metrics
@@ -553,24 +599,33 @@ impl Scheduler {
                     .inc();
                 continue;
             }
+            self.set_unfinished(&task.name, tick, false);
             self.metrics
                 .ticks_claimed
                 .with_label_values(&[&task.name])
                 .inc();
+            let mut resend_until = None;
             match &due {
                 Due::Missing(_) => tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
                     "catching up a tick that no daemon enqueued"),
-                Due::Abandoned(_, r) => {
+                Due::Unfinished(_) => tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
+                    "finishing a tick whose claim got no answer"),
+                Due::Stale(_, r) => {
+                    if r.phase == Phase::Sending {
+                        resend_until = Some(tick + chrono(FIFO_RESEND_WITHIN));
+                    }
                     tracing::warn!(task = %task.name, scheduled = %eb_time(tick),
-                    previous = %r.claimed_by,
-                    "taking over a tick whose claimer stopped before enqueueing it")
+                        previous = %r.claimed_by, phase = %r.phase.as_str(),
+                        "taking over a tick whose holder stopped renewing it")
                 }
             }
-            let deadline = (tick + chrono(CATCH_UP)).max(now + chrono(LEASE));
+            let retry_until = (tick + chrono(CATCH_UP)).max(now + chrono(LEASE));
+            let job = self.job(task, tick, retry_until, resend_until);
             let me = self.clone();
-            let t = task.clone();
-            self.sends
-                .spawn(async move { me.enqueue(&t, tick, deadline, true).await });
+            self.sends.spawn(async move {
+                let _slot = slot;
+                me.run_job(job).await
+            });
         }
         Ok(())
     }
@@ -603,27 +658,6 @@ mod tests {
     }
 
     #[test]
-    fn fifo_ids_are_stable_per_task_and_tick() {
-        let (g1, d1) = fifo_ids("backup-job", at(12, 0, 0));
-        let (g2, d2) = fifo_ids("backup-job", at(12, 0, 0));
-        let (g3, d3) = fifo_ids("backup-job", at(12, 0, 1));
-        assert_eq!((g1.as_str(), d1.as_str()), (g2.as_str(), d2.as_str()));
-        assert_eq!(g1, "backup-job");
-        assert_eq!(g3, g1);
-        assert_ne!(d3, d1);
-        assert_eq!(d1.len(), 64);
-        assert_ne!(fifo_ids("other", at(12, 0, 0)).1, d1);
-        // Names SQS would refuse as a group id are hashed.
-        let (g, _) = fifo_ids("nightly report", at(12, 0, 0));
-        assert!(
-            g.starts_with("sqsd-task-") && g.chars().all(|c| c.is_ascii_graphic()),
-            "{g}"
-        );
-        let long = "x".repeat(200);
-        assert!(fifo_ids(&long, at(12, 0, 0)).0.len() <= 128);
-    }
-
-    #[test]
     fn catch_up_window_starts_at_the_horizon_or_the_tasks_birth() {
         let now = at(12, 0, 0);
         let long_ago = at(0, 0, 0);
@@ -639,41 +673,116 @@ mod tests {
         assert_eq!(catch_up_window(at(11, 59, 55), now), None);
     }
 
-    fn record(tick: DateTime<Utc>, sent: bool, lease_until: DateTime<Utc>) -> Record {
+    fn record(tick: DateTime<Utc>, by: &str, phase: Phase, version: i64) -> Record {
         Record {
             tick: tick.timestamp(),
-            claimed_by: "other".into(),
-            sent,
-            lease_until_ms: lease_until.timestamp_millis(),
+            claimed_by: by.into(),
+            phase,
+            version,
         }
     }
 
-    #[test]
-    fn plan_picks_missing_and_abandoned_ticks_only() {
+    /// Runs `plan` over two sweeps a lease apart, the records unchanged.
+    async fn plan_after_a_lease(
+        ticks: &[DateTime<Utc>],
+        records: &HashMap<i64, Record>,
+        fifo: bool,
+        now: DateTime<Utc>,
+        unfinished: &HashSet<i64>,
+    ) -> (Vec<Due>, Vec<Due>) {
+        let mut watch = LeaseWatch::default();
+        let view = |instant| SweepView {
+            me: "me",
+            fifo,
+            now,
+            instant,
+            unfinished,
+        };
+        let first = plan("t", ticks, records, &mut watch, &view(Instant::now()));
+        tokio::time::advance(LEASE).await;
+        let second = plan("t", ticks, records, &mut watch, &view(Instant::now()));
+        (first, second)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn standard_queue_takes_over_only_ticks_that_cannot_be_in_the_queue() {
         let now = at(12, 0, 0);
         let ticks: Vec<_> = (0..5).map(|m| at(11, 55 + m, 0)).collect();
         let records = HashMap::from([
-            // Enqueued.
-            (ticks[0].timestamp(), record(ticks[0], true, at(11, 55, 45))),
-            // Claimed, lease still running: its claimer is at work.
-            (ticks[1].timestamp(), record(ticks[1], false, at(12, 0, 30))),
-            // Claimed, lease over, never sent.
+            (ticks[0].timestamp(), record(ticks[0], "a", Phase::Sent, 3)),
+            // Holder stopped after a certain failure: nothing in the queue.
+            (
+                ticks[1].timestamp(),
+                record(ticks[1], "a", Phase::Claimed, 4),
+            ),
+            // Holder may have sent it: never again on a standard queue.
             (
                 ticks[2].timestamp(),
-                record(ticks[2], false, at(11, 57, 45)),
+                record(ticks[2], "a", Phase::Sending, 1),
             ),
-            // Sent, even though the lease is over.
-            (ticks[4].timestamp(), record(ticks[4], true, at(11, 59, 45))),
+            // This daemon's own claim that got no answer, never sent.
+            (
+                ticks[4].timestamp(),
+                record(ticks[4], "me", Phase::Sending, 1),
+            ),
         ]);
-        let due = plan(&ticks, &records, now);
+        let unfinished = HashSet::from([ticks[4].timestamp()]);
+        let (first, second) = plan_after_a_lease(&ticks, &records, false, now, &unfinished).await;
+        // At first sight only what needs no lease.
         assert_eq!(
-            due,
+            first,
+            vec![Due::Missing(ticks[3]), Due::Unfinished(ticks[4])]
+        );
+        assert_eq!(
+            second,
             vec![
-                Due::Abandoned(ticks[2], records[&ticks[2].timestamp()].clone()),
+                Due::Stale(ticks[1], records[&ticks[1].timestamp()].clone()),
                 Due::Missing(ticks[3]),
+                Due::Unfinished(ticks[4]),
             ]
         );
-        assert!(plan(&ticks[..1], &records, now).is_empty());
+        // Without the local knowledge, the own `sending` record is left alone.
+        let (_, second) = plan_after_a_lease(&ticks, &records, false, now, &HashSet::new()).await;
+        assert!(!second.contains(&Due::Unfinished(ticks[4])), "{second:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fifo_queue_takes_over_sending_ticks_only_within_deduplication() {
+        let ticks = [at(11, 55, 0), at(11, 58, 0)];
+        let records: HashMap<i64, Record> = ticks
+            .iter()
+            .map(|t| (t.timestamp(), record(*t, "a", Phase::Sending, 2)))
+            .collect();
+        let now = at(11, 59, 30);
+        let (first, second) =
+            plan_after_a_lease(&ticks, &records, true, now, &HashSet::new()).await;
+        assert!(first.is_empty(), "{first:?}");
+        // 11:55 is 4.5 minutes old: a repeat might not be dropped any more.
+        assert_eq!(
+            second,
+            vec![Due::Stale(ticks[1], records[&ticks[1].timestamp()].clone())]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewing_holder_is_never_taken_over() {
+        let tick = at(11, 58, 0);
+        let mut watch = LeaseWatch::default();
+        let unfinished = HashSet::new();
+        for version in 1..20 {
+            let records =
+                HashMap::from([(tick.timestamp(), record(tick, "a", Phase::Claimed, version))]);
+            let view = SweepView {
+                me: "me",
+                fifo: true,
+                now: at(11, 59, 0),
+                instant: Instant::now(),
+                unfinished: &unfinished,
+            };
+            assert!(plan("t", &[tick], &records, &mut watch, &view).is_empty());
+            // A sweep every 15 s, the holder writing in between.
+            tokio::time::advance(SWEEP_EVERY).await;
+        }
     }
 
     #[test]

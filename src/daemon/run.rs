@@ -29,7 +29,7 @@ use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::Config;
 use crate::cron::claims::Claims;
-use crate::cron::{CronSource, Scheduler};
+use crate::cron::{CronSource, Scheduler, TaskQueue};
 use crate::signals::Reload;
 use crate::time::SystemClock;
 
@@ -197,13 +197,15 @@ pub async fn run(
 
     // Still to be done by the scheduler: `Some(create)`.
     let mut table_check = None;
+    // The queue as periodic tasks know it: by its ARN, whichever URL names it.
+    let task_queue = TaskQueue::from_attributes(&config.queue_url, &attributes);
     let claims = match &config.cron_table {
         None => None,
         Some(table) => {
             let claims = Claims::new(
                 setup.dynamodb(),
                 table.clone(),
-                &config.queue_url,
+                &task_queue.scope,
                 instance_id(),
             );
             // A missing or unusable table stops startup. DynamoDB that does
@@ -230,7 +232,7 @@ pub async fn run(
     let scheduler_stop = CancellationToken::new();
     let scheduler = Arc::new(Scheduler::new(
         sdk,
-        config.queue_url.clone(),
+        task_queue,
         claims,
         metrics.clone(),
         scheduler_stop.clone(),
