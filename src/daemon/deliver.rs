@@ -166,7 +166,7 @@ impl Dispatcher {
                 .attributes_dropped
                 .with_label_values(&[why.as_str()])
                 .inc();
-            tracing::warn!(message_id = %msg.id, attribute = %name, reason = why.as_str(),
+            tracing::warn!(message_id = %msg.id, attribute = ?name, reason = why.as_str(),
                 "attribute is not a valid header; not sent");
         }
         match self.http.post(post.request).await {

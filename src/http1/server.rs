@@ -174,12 +174,13 @@ async fn connection<H, F>(
                 }
                 return;
             }
-            // Closes the connection now if it is idle; otherwise after the
-            // answer it is working on.
+            // At the cap, a connection with no request in service (idle, or
+            // still sending its head) is dropped at once: a graceful close
+            // would wait for a half-sent head, which is how a slow client
+            // would hold its place. One in service finishes its answer.
             _ = crowded.notified(), if !closing => {
                 if in_service.load(Ordering::SeqCst) == 0 {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    return;
                 }
             }
             _ = stop.cancelled(), if !closing => {
@@ -398,6 +399,22 @@ mod tests {
         let mut idle = Vec::new();
         for _ in 0..40 {
             idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let started = Instant::now();
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        let answer = request(addr, text, MARGIN).await;
+        assert!(answer.ends_with("ok 0"), "{answer}");
+        assert!(started.elapsed() < MARGIN);
+    }
+
+    #[tokio::test]
+    async fn half_sent_heads_make_room_for_a_new_client_at_the_cap() {
+        let (addr, _stop) = start(limits(60_000, 5_000, 8)).await;
+        let mut half = Vec::new();
+        for _ in 0..40 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHo").await;
+            half.push(s);
         }
         let started = Instant::now();
         let text = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
