@@ -207,7 +207,10 @@ struct Daemon {
 impl Daemon {
     fn start(endpoint: &str, queue: &str, sink: &str, connections: usize) -> Result<Daemon, Error> {
         let stderr_log = std::env::temp_dir().join(format!("sqsd-bench-{}.log", fastrand::u32(..)));
-        let child = Command::new(env!("CARGO_BIN_EXE_sqsd"))
+        // SQSD_BENCH_BIN runs another build (to compare two side by side).
+        let bin =
+            std::env::var_os("SQSD_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_sqsd").into());
+        let child = Command::new(bin)
             .args([
                 "--queue-url",
                 queue,
