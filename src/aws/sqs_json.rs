@@ -172,7 +172,7 @@ impl SqsJson {
         let input = BatchInput { queue_url, entries };
         let answer = self.call(action, &input, BATCH_TIMEOUT).await?;
         let output: BatchOutput = parse(&answer.body)?;
-        Ok(output.failed.unwrap_or_default())
+        Ok(output.failures(entries))
     }
 
     /// Serializes, signs and sends one call, all within `timeout`; a 200
@@ -504,6 +504,38 @@ struct BatchInput<'a> {
 #[serde(rename_all = "PascalCase")]
 struct BatchOutput {
     failed: Option<Vec<BatchFailure>>,
+    successful: Option<Vec<BatchSuccess>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct BatchSuccess {
+    id: String,
+}
+
+impl BatchOutput {
+    /// The entries SQS refused, and those it listed neither as successful
+    /// nor as failed: nothing says those were done, so they count as
+    /// failed for a reason that may pass (and are tried again).
+    fn failures(self, entries: &[BatchEntry<'_>]) -> Vec<BatchFailure> {
+        let mut failed = self.failed.unwrap_or_default();
+        let successful = self.successful.unwrap_or_default();
+        for entry in entries {
+            let listed = successful.iter().any(|s| s.id == entry.id)
+                || failed.iter().any(|f| f.id == entry.id);
+            if !listed {
+                failed.push(BatchFailure {
+                    id: entry.id.clone(),
+                    sender_fault: false,
+                    code: "NotInAnswer".into(),
+                    message: Some(
+                        "SQS listed the entry neither as successful nor as failed".into(),
+                    ),
+                });
+            }
+        }
+        failed
+    }
 }
 
 /// An entry of a batch that SQS refused.
@@ -668,6 +700,45 @@ mod tests {
                 failed[0].code.as_str()
             ),
             ("1", true, "ReceiptHandleIsInvalid")
+        );
+    }
+
+    #[test]
+    fn entries_missing_from_a_batch_answer_count_as_failed_for_now() {
+        let entries: Vec<BatchEntry<'_>> = (0..3)
+            .map(|i| BatchEntry {
+                id: i.to_string(),
+                receipt_handle: "r",
+                visibility_timeout: None,
+            })
+            .collect();
+        let failures = |json: &str| -> Vec<(String, bool)> {
+            let out: BatchOutput = serde_json::from_str(json).unwrap();
+            let mut f: Vec<(String, bool)> = out
+                .failures(&entries)
+                .into_iter()
+                .map(|f| (f.id, f.sender_fault))
+                .collect();
+            f.sort();
+            f
+        };
+        assert_eq!(
+            failures(r#"{"Successful":[{"Id":"0"},{"Id":"1"},{"Id":"2"}]}"#),
+            vec![]
+        );
+        assert_eq!(
+            failures(
+                r#"{"Successful":[{"Id":"0"}],"Failed":[{"Id":"1","SenderFault":true,"Code":"X"}]}"#
+            ),
+            vec![("1".to_string(), true), ("2".to_string(), false)]
+        );
+        assert_eq!(
+            failures("{}"),
+            vec![
+                ("0".to_string(), false),
+                ("1".to_string(), false),
+                ("2".to_string(), false)
+            ]
         );
     }
 
