@@ -674,11 +674,7 @@ impl State {
                 }
             }
             (Sent::Renewal, Some((for_good, reason))) => {
-                let retry = if for_good {
-                    None
-                } else {
-                    retry_at(entry, now, self.terms.linger)
-                };
+                let retry = retry_at(entry, now, self.terms.linger, for_good);
                 match retry {
                     Some(at) if still_renewing => {
                         entry.next = Next::Renew(Some(at));
@@ -705,11 +701,7 @@ impl State {
             (Sent::Settlement(action), Some((for_good, reason)))
                 if entry.next == Next::Send(action) =>
             {
-                let retry = if for_good {
-                    None
-                } else {
-                    retry_at(entry, now, self.terms.linger)
-                };
+                let retry = retry_at(entry, now, self.terms.linger, for_good);
                 if action == Action::Delete && reason.contains("receipt handle has expired") {
                     entry.stretch = true;
                 }
@@ -730,11 +722,7 @@ impl State {
             (Sent::Settlement(_), _) => {}
             (Sent::Stretch, None) => entry.stretch = false,
             (Sent::Stretch, Some((for_good, reason))) => {
-                let retry = if for_good {
-                    None
-                } else {
-                    retry_at(entry, now, self.terms.linger)
-                };
+                let retry = retry_at(entry, now, self.terms.linger, for_good);
                 match retry {
                     Some(at) => {
                         entry.retry_at = Some(at);
@@ -851,11 +839,14 @@ impl State {
     }
 }
 
-/// When to try again after a transient failure: growing backoff with
-/// jitter, and never so late that the try (after the batch linger) could
-/// reach SQS after the message's visibility ran out; `None` when no time is
-/// left for another try.
-fn retry_at(entry: &mut Entry, now: Instant, linger: Duration) -> Option<Instant> {
+/// When to try again after a failure: never when SQS refused `for_good`;
+/// otherwise after a growing backoff with jitter, and never so late that the
+/// try (after the batch linger) could reach SQS after the message's
+/// visibility ran out; `None` when no time is left for another try.
+fn retry_at(entry: &mut Entry, now: Instant, linger: Duration, for_good: bool) -> Option<Instant> {
+    if for_good {
+        return None;
+    }
     entry.failures = entry.failures.saturating_add(1);
     let exp = RETRY_MIN.saturating_mul(1u32 << entry.failures.min(8).saturating_sub(1));
     let ceiling = exp.min(RETRY_MAX);
