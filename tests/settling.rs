@@ -172,11 +172,40 @@ async fn visibility_timeout_zero_on_a_queue_whose_own_is_zero_is_refused() {
     );
 }
 
-/// libfaketime, installed by `scripts/test-env.sh`, to run the daemon with
-/// a wall clock that is off.
-fn faketime_lib() -> String {
-    std::env::var("SQSD_TEST_FAKETIME_LIB")
-        .expect("SQSD_TEST_FAKETIME_LIB is not set: run the suite through scripts/test.sh")
+/// Starts the daemon with its wall clock shifted by `offset` ("+120s"),
+/// through libfaketime (installed by `scripts/test-env.sh`); its monotonic
+/// clock is left alone.
+async fn daemon_with_clock(args: &[String], offset: &str) -> common::Daemon {
+    let lib = std::env::var("SQSD_TEST_FAKETIME_LIB")
+        .expect("SQSD_TEST_FAKETIME_LIB is not set: run the suite through scripts/test.sh");
+    let mut cmd = common::sqsd_command(args);
+    cmd.env("LD_PRELOAD", lib)
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .env("FAKETIME_DONT_RESET", "1");
+    common::Daemon::start_with(cmd).await
+}
+
+/// The id of the next message a receive from `queue` brings, asking for
+/// `visibility` seconds (or the queue's own), within `within`.
+async fn receive_one(queue: &TestQueue, visibility: Option<i32>, within: Duration) -> String {
+    let client = common::client();
+    eventually(within, "a message from the queue", || {
+        let client = client.clone();
+        let url = queue.url.clone();
+        async move {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .set_visibility_timeout(visibility)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .ok()?;
+            out.messages?.into_iter().find_map(|m| m.message_id)
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -189,12 +218,7 @@ async fn a_host_clock_ahead_of_sqs_does_not_expire_fresh_messages() {
     let id = queue.send("fresh").await;
     let mut a = base_args(&queue, &app.url());
     a.extend(["--retention-period".into(), "60".into()]);
-    let mut cmd = common::sqsd_command(&a);
-    cmd.env("LD_PRELOAD", faketime_lib())
-        .env("FAKETIME", "+120s")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("FAKETIME_DONT_RESET", "1");
-    let d = common::Daemon::start_with(cmd).await;
+    let d = daemon_with_clock(&a, "+120s").await;
     app.wait_requests(1, WAIT).await;
     queue.wait_empty(WAIT).await;
     assert_eq!(app.for_message(&id).len(), 1, "{}", d.log_text());
@@ -228,22 +252,7 @@ async fn a_message_held_by_a_daemon_that_dies_is_back_within_the_lease() {
     // visibility timeout (300 s). With a 4 s lease it is back within the
     // lease; the dead daemon's long polls, still open on the server for up
     // to 20 s, may each catch it once more, but each only for a lease.
-    let client = common::client();
-    let back = eventually(Duration::from_secs(60), "the message visible again", || {
-        let client = client.clone();
-        let url = queue.url.clone();
-        async move {
-            let out = client
-                .receive_message()
-                .queue_url(url)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .ok()?;
-            out.messages?.into_iter().find_map(|m| m.message_id)
-        }
-    })
-    .await;
+    let back = receive_one(&queue, None, Duration::from_secs(60)).await;
     assert_eq!(back, id);
     let after = killed.elapsed();
     assert!(after <= Duration::from_secs(30), "back after {after:?}");
@@ -255,23 +264,7 @@ async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
     let app = App::ok().await;
     let id = queue.send("too old").await;
     // A first receive starts the message's age on SQS's clock.
-    let client = common::client();
-    let first = eventually(WAIT, "the first receive", || {
-        let client = client.clone();
-        let url = queue.url.clone();
-        async move {
-            let out = client
-                .receive_message()
-                .queue_url(url)
-                .visibility_timeout(1)
-                .wait_time_seconds(1)
-                .send()
-                .await
-                .ok()?;
-            out.messages?.into_iter().find_map(|m| m.message_id)
-        }
-    })
-    .await;
+    let first = receive_one(&queue, Some(1), WAIT).await;
     assert_eq!(first, id);
     let received = std::time::Instant::now();
     // The retention period (60 s, the least allowed) has to pass on SQS.
@@ -279,12 +272,7 @@ async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
     // On a host clock two minutes behind, the message looks a minute young.
     let mut a = base_args(&queue, &app.url());
     a.extend(["--retention-period".into(), "60".into()]);
-    let mut cmd = common::sqsd_command(&a);
-    cmd.env("LD_PRELOAD", faketime_lib())
-        .env("FAKETIME", "-120s")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .env("FAKETIME_DONT_RESET", "1");
-    let d = common::Daemon::start_with(cmd).await;
+    let d = daemon_with_clock(&a, "-120s").await;
     queue.wait_empty(WAIT).await;
     eventually(WAIT, "the expired count", || async {
         (d.metric("sqsd_messages_expired_total").await == 1.0).then_some(())
