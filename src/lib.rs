@@ -21,7 +21,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use cli::Mode;
-use config::{Inputs, Layers, OPTIONS};
+use config::{Inputs, Layers, Loaded, OPTIONS};
 
 /// Exit code for bad configuration (EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
@@ -57,7 +57,7 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
     if cli.mode == Mode::CheckConfig {
         return match cron::CronSource::load(loaded.config.cron_file.clone()) {
             Ok(source) => {
-                print!("{}", effective_config(&loaded.layers));
+                print!("{}", effective_config(&loaded));
                 print!("{}", cron_summary(&source, chrono::Utc::now()));
                 ExitCode::SUCCESS
             }
@@ -126,8 +126,15 @@ fn local_defaults(
 }
 
 /// The effective configuration as YAML, each line saying where it came from.
-pub fn effective_config(layers: &Layers) -> String {
+/// Secrets are never shown: the signing keys as a count, the token as
+/// `(set)`.
+pub fn effective_config(loaded: &Loaded) -> String {
+    let layers = &loaded.layers;
+    let config = &loaded.config;
     let mut out = String::from("# sqsd effective configuration\n");
+    if let Some(f) = &config.eb_config {
+        out.push_str(&format!("# eb_config: {}\n", f.display()));
+    }
     if let Some(f) = layers.file() {
         out.push_str(&format!("# file: {}\n", f.display()));
     }
@@ -139,6 +146,40 @@ pub fn effective_config(layers: &Layers) -> String {
             }
             None => out.push_str(&format!("{}: ~  # not set\n", o.key)),
         }
+        if o.key == config::HEALTH_URL {
+            if let Some(url) = &config.health_url {
+                let quoted = serde_json::to_string(url).unwrap_or_default();
+                out.push_str(&format!("#   health_url resolves to {quoted}\n"));
+            }
+        }
+    }
+    let mut from = Vec::new();
+    if let Some(f) = &config.signing_key_file {
+        from.push(format!("signing_key_file {}", f.display()));
+    }
+    if layers.signing_key_env() {
+        from.push(format!("environment variable {}", config::SIGNING_KEY_ENV));
+    }
+    let from = if from.is_empty() {
+        "none configured".to_string()
+    } else {
+        from.join(" and ")
+    };
+    out.push_str(&format!(
+        "signing_keys: {}  # count only; from {from}\n",
+        config.signing_keys.len()
+    ));
+    let token = if config.app_token.is_some() {
+        "\"(set)\"  # from app_token_file"
+    } else {
+        "~  # not set"
+    };
+    out.push_str(&format!("app_token: {token}\n"));
+    match (config.app_probe_port, layers.app_probe_port_source()) {
+        (Some(port), Some(source)) => {
+            out.push_str(&format!("app_probe_port: {port}  # {source}\n"))
+        }
+        _ => out.push_str("app_probe_port: ~  # not set\n"),
     }
     out
 }

@@ -7,6 +7,7 @@
 mod limits;
 mod options;
 mod parse;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +17,8 @@ use std::time::Duration;
 
 pub use limits::{MAX_CONFIG_FILE, MAX_NESTING};
 pub use options::*;
-pub use parse::{parse_duration, LogFormat, SuccessCodes};
+pub use parse::{parse_duration, CronTableMode, LogFormat, RetryBackoff, SuccessCodes};
+pub use secrets::{MAX_SIGNING_KEYS, MIN_SIGNING_KEY_BYTES};
 
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,8 @@ pub enum Source {
     File(PathBuf),
     Env(&'static str),
     Flag(&'static str),
+    /// Elastic Beanstalk's daemon configuration (`eb_config`).
+    EbConfig(PathBuf),
 }
 
 impl fmt::Display for Source {
@@ -34,6 +38,7 @@ impl fmt::Display for Source {
             Source::File(path) => write!(f, "file {}", path.display()),
             Source::Env(name) => write!(f, "environment variable {name}"),
             Source::Flag(flag) => write!(f, "flag --{flag}"),
+            Source::EbConfig(path) => write!(f, "eb_config {}", path.display()),
         }
     }
 }
@@ -97,6 +102,10 @@ pub struct Layers {
     /// Said once after the problems (the known keys, when one was not).
     notes: Vec<String>,
     file: Option<PathBuf>,
+    /// EB's `healthcheck: TCP:<port>`, read from `eb_config`.
+    app_probe_port: Option<(u16, Source)>,
+    /// Whether `SQSD_SIGNING_KEY` was set (its keys are never kept here).
+    signing_key_env: bool,
 }
 
 /// What the loader reads from outside; tests give a map instead of the process.
@@ -136,7 +145,26 @@ impl Layers {
                     .insert(o.key, (v.clone(), Source::Flag(o.flag)));
             }
         }
+        layers.derive_cron_table_mode();
+        layers.signing_key_env = non_empty((inputs.env)(SIGNING_KEY_ENV)).is_some();
         layers
+    }
+
+    /// A `cron_table` taken from EB's file is EB's leader registry, so its
+    /// mode follows unless some layer chose one.
+    fn derive_cron_table_mode(&mut self) {
+        let mode_chosen = self
+            .values
+            .get(CRON_TABLE_MODE)
+            .is_some_and(|(_, source)| *source != Source::Default);
+        if mode_chosen {
+            return;
+        }
+        if let Some((_, source @ Source::EbConfig(_))) = self.values.get(CRON_TABLE) {
+            let source = source.clone();
+            self.values
+                .insert(CRON_TABLE_MODE, ("eb".to_string(), source));
+        }
     }
 
     /// Reads sqsd's file within the bounds of [`limits`]: a file too big,
@@ -185,7 +213,12 @@ impl Layers {
                 }
                 continue;
             };
-            match scalar_text(&v) {
+            let text = if LIST_KEYS.contains(&spec.key) {
+                list_text(&v)
+            } else {
+                scalar_text(&v)
+            };
+            match text {
                 Some(text) => {
                     self.values.insert(spec.key, (text, source.clone()));
                 }
@@ -226,6 +259,16 @@ impl Layers {
     /// The raw value and source of an option, if set at any layer.
     pub fn get(&self, key: &str) -> Option<&(String, Source)> {
         self.values.get(key)
+    }
+
+    /// Where `app_probe_port` came from, if it is set.
+    pub fn app_probe_port_source(&self) -> Option<&Source> {
+        self.app_probe_port.as_ref().map(|(_, source)| source)
+    }
+
+    /// Whether `SQSD_SIGNING_KEY` was given.
+    pub fn signing_key_env(&self) -> bool {
+        self.signing_key_env
     }
 
     /// The YAML file that was read, if any.
@@ -279,6 +322,19 @@ pub struct DeadLetterDecl {
     pub max_receive_count: u32,
 }
 
+/// A scalar, or a list of scalars written as the comma-separated text the
+/// environment and flags take.
+fn list_text(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Sequence(items) => {
+            let texts: Option<Vec<String>> = items.iter().map(scalar_text).collect();
+            texts.map(|t| t.join(","))
+        }
+        serde_yaml::Value::Null => Some(String::new()),
+        other => scalar_text(other),
+    }
+}
+
 fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
     match v {
         serde_yaml::Value::String(s) => Some(s.clone()),
@@ -289,7 +345,10 @@ fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
 }
 
 /// The daemon's whole configuration, validated.
-#[derive(Clone, Debug)]
+///
+/// `Debug` shows the secrets (`signing_keys`, `app_token`) only as a count
+/// and `(set)`, so logging a configuration never leaks them.
+#[derive(Clone)]
 pub struct Config {
     pub queue_url: String,
     pub http_path: String,
@@ -329,6 +388,103 @@ pub struct Config {
     /// On shutdown, let in-flight long polls return instead of cutting them
     /// (not an option; `sqsd local` turns it off: its queue ends with it).
     pub finish_polls_on_shutdown: bool,
+    pub retry_backoff: RetryBackoff,
+    /// Whole seconds; cap of the exponential backoff.
+    pub max_error_visibility: u32,
+    /// Absolute URL the daemon GETs to see whether the application is
+    /// healthy (a path given by the user is already joined to `worker_url`).
+    pub health_url: Option<String>,
+    pub health_interval: Duration,
+    /// Statuses that dead-letter a message; sorted, no repeats, never 2xx
+    /// or 429.
+    pub dead_letter_codes: Vec<u16>,
+    /// Deliveries started per second on average; 0 = unlimited.
+    pub max_rate: f64,
+    pub signing_key_file: Option<PathBuf>,
+    /// Keys of `signing_key_file`, then those of `SQSD_SIGNING_KEY`; each at
+    /// least 32 bytes, at most 16 in all. Never print them.
+    pub signing_keys: Vec<Vec<u8>>,
+    pub app_token_file: Option<PathBuf>,
+    /// Visible ASCII, sent as `Authorization: Bearer <token>`. Never print it.
+    pub app_token: Option<String>,
+    pub sns_unwrap: bool,
+    pub ecs_task_protection: bool,
+    pub ecs_task_protection_minutes: u32,
+    /// Zero means never.
+    pub queue_metrics_interval: Duration,
+    /// Elastic Beanstalk's daemon configuration the settings started from.
+    pub eb_config: Option<PathBuf>,
+    pub cron_table_mode: CronTableMode,
+    /// Port the daemon TCP-probes to see whether the application is up
+    /// (EB's `healthcheck: TCP:<port>`).
+    pub app_probe_port: Option<u16>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("queue_url", &self.queue_url)
+            .field("http_path", &self.http_path)
+            .field("worker_url", &self.worker_url)
+            .field("mime_type", &self.mime_type)
+            .field("http_connections", &self.http_connections)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("inactivity_timeout", &self.inactivity_timeout)
+            .field("visibility_timeout", &self.visibility_timeout)
+            .field("error_visibility_timeout", &self.error_visibility_timeout)
+            .field("retention_period", &self.retention_period)
+            .field("max_retries", &self.max_retries)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("region", &self.region)
+            .field("admin_addr", &self.admin_addr)
+            .field("success_codes", &self.success_codes)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("log_format", &self.log_format)
+            .field("log_level", &self.log_level)
+            .field("cron_file", &self.cron_file)
+            .field("cron_table", &self.cron_table)
+            .field("cron_create_table", &self.cron_create_table)
+            .field("batch_linger", &self.batch_linger)
+            .field("sqs_listen", &self.sqs_listen)
+            .field("queues", &self.queues)
+            .field("static_credentials", &self.static_credentials)
+            .field("finish_polls_on_shutdown", &self.finish_polls_on_shutdown)
+            .field("visibility_lease", &self.visibility_lease)
+            .field("retry_backoff", &self.retry_backoff)
+            .field("max_error_visibility", &self.max_error_visibility)
+            .field("health_url", &self.health_url)
+            .field("health_interval", &self.health_interval)
+            .field("dead_letter_codes", &self.dead_letter_codes)
+            .field("max_rate", &self.max_rate)
+            .field("signing_key_file", &self.signing_key_file)
+            .field(
+                "signing_keys",
+                &format_args!("({} keys)", self.signing_keys.len()),
+            )
+            .field("app_token_file", &self.app_token_file)
+            .field(
+                "app_token",
+                &format_args!(
+                    "{}",
+                    if self.app_token.is_some() {
+                        "(set)"
+                    } else {
+                        "None"
+                    }
+                ),
+            )
+            .field("sns_unwrap", &self.sns_unwrap)
+            .field("ecs_task_protection", &self.ecs_task_protection)
+            .field(
+                "ecs_task_protection_minutes",
+                &self.ecs_task_protection_minutes,
+            )
+            .field("queue_metrics_interval", &self.queue_metrics_interval)
+            .field("eb_config", &self.eb_config)
+            .field("cron_table_mode", &self.cron_table_mode)
+            .field("app_probe_port", &self.app_probe_port)
+            .finish()
+    }
 }
 
 /// A configuration together with the layers it came from (for `check-config`).
@@ -379,8 +535,39 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
         static_credentials: false,
         finish_polls_on_shutdown: true,
         queues: Vec::new(),
+        retry_backoff: p.field(RETRY_BACKOFF, parse::retry_backoff),
+        max_error_visibility: p.field(MAX_ERROR_VISIBILITY, |v| parse::whole_seconds(v, 1, 43200)),
+        health_url: None,
+        health_interval: p.field(HEALTH_INTERVAL, |v| {
+            parse::duration_between(
+                v,
+                Duration::from_millis(100),
+                Duration::from_secs(3600),
+                "100ms to 1h",
+            )
+        }),
+        dead_letter_codes: p.field(DEAD_LETTER_CODES, parse::dead_letter_codes),
+        max_rate: p.field(MAX_RATE, parse::max_rate),
+        signing_key_file: p.optional(SIGNING_KEY_FILE, |v| Ok(PathBuf::from(v))),
+        signing_keys: Vec::new(),
+        app_token_file: p.optional(APP_TOKEN_FILE, |v| Ok(PathBuf::from(v))),
+        app_token: None,
+        sns_unwrap: p.field(SNS_UNWRAP, parse::boolean),
+        ecs_task_protection: p.field(ECS_TASK_PROTECTION, parse::boolean),
+        ecs_task_protection_minutes: p.field_or(
+            ECS_TASK_PROTECTION_MINUTES,
+            |v| parse::integer(v, 1, 2880),
+            60,
+        ),
+        queue_metrics_interval: p.field(QUEUE_METRICS_INTERVAL, parse::interval_or_off),
+        eb_config: p.optional(EB_CONFIG, |v| Ok(PathBuf::from(v))),
+        cron_table_mode: p.field(CRON_TABLE_MODE, parse::cron_table_mode),
+        app_probe_port: layers.app_probe_port.as_ref().map(|(port, _)| *port),
     };
     let mut config = config;
+    let worker_url = config.worker_url.clone();
+    config.health_url = p.optional(HEALTH_URL, |v| parse::health_url(v, &worker_url));
+    read_secrets(&mut config, &mut p, inputs.env);
     let mut queue_problems = Vec::new();
     if let Some((value, source)) = &layers.queues {
         match serde_yaml::from_value::<Vec<QueueDecl>>(value.clone()) {
@@ -405,6 +592,93 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
             notes: layers.notes.clone(),
         })
     }
+}
+
+/// Reads the signing keys and the token the configuration names; a problem
+/// names the setting and where its path came from, never the secret.
+fn read_secrets(
+    config: &mut Config,
+    p: &mut parse::Parser<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
+    if let Some(path) = &config.app_token_file {
+        match secrets::app_token_from_file(path) {
+            Ok(token) => config.app_token = Some(token),
+            Err(message) => {
+                let source = p.source(APP_TOKEN_FILE).unwrap_or(Source::Default);
+                p.problem(APP_TOKEN_FILE, source, message);
+            }
+        }
+    }
+    match signing_keys(config.signing_key_file.as_deref(), env) {
+        Ok(keys) => config.signing_keys = keys,
+        Err(problems) => {
+            for mut problem in problems {
+                if problem.setting == SIGNING_KEY_FILE {
+                    problem.source = p.source(SIGNING_KEY_FILE).unwrap_or(Source::Default);
+                }
+                p.problem(&problem.setting, problem.source, problem.message);
+            }
+        }
+    }
+}
+
+/// Keys of the file, then of `SQSD_SIGNING_KEY`, checked together.
+fn signing_keys(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Vec<u8>>, Vec<Problem>> {
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    if let Some(path) = file {
+        match secrets::signing_keys_from_file(path) {
+            Ok(k) => keys.extend(k),
+            Err(message) => problems.push(Problem {
+                setting: SIGNING_KEY_FILE.into(),
+                source: Source::File(path.to_path_buf()),
+                message,
+            }),
+        }
+    }
+    if let Some(text) = non_empty(env(SIGNING_KEY_ENV)) {
+        match secrets::signing_keys_from_env(&text) {
+            Ok(k) => keys.extend(k),
+            Err(message) => problems.push(Problem {
+                setting: SIGNING_KEY_ENV.into(),
+                source: Source::Env(SIGNING_KEY_ENV),
+                message,
+            }),
+        }
+    }
+    if problems.is_empty() && keys.len() > MAX_SIGNING_KEYS {
+        problems.push(Problem {
+            setting: SIGNING_KEY_ENV.into(),
+            source: Source::Env(SIGNING_KEY_ENV),
+            message: format!(
+                "with signing_key_file this makes {} keys: at most {MAX_SIGNING_KEYS} are allowed in all",
+                keys.len()
+            ),
+        });
+    }
+    if problems.is_empty() {
+        Ok(keys)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Reads the signing keys again (`signing_key_file`, then
+/// `SQSD_SIGNING_KEY`), for a reload on SIGHUP. On error the caller keeps
+/// the keys it has; the error never contains a key.
+pub fn reload_signing_keys(
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<Vec<u8>>, ConfigError> {
+    signing_keys(config.signing_key_file.as_deref(), env)
+        .map_err(|problems| ConfigError {
+            problems,
+            notes: Vec::new(),
+        })
 }
 
 impl Config {

@@ -46,6 +46,27 @@ pub const CRON_TABLE: &str = "cron_table";
 pub const CRON_CREATE_TABLE: &str = "cron_create_table";
 pub const BATCH_LINGER: &str = "batch_linger";
 pub const SQS_LISTEN: &str = "sqs_listen";
+pub const RETRY_BACKOFF: &str = "retry_backoff";
+pub const MAX_ERROR_VISIBILITY: &str = "max_error_visibility";
+pub const HEALTH_URL: &str = "health_url";
+pub const HEALTH_INTERVAL: &str = "health_interval";
+pub const DEAD_LETTER_CODES: &str = "dead_letter_codes";
+pub const MAX_RATE: &str = "max_rate";
+pub const SIGNING_KEY_FILE: &str = "signing_key_file";
+pub const APP_TOKEN_FILE: &str = "app_token_file";
+pub const SNS_UNWRAP: &str = "sns_unwrap";
+pub const ECS_TASK_PROTECTION: &str = "ecs_task_protection";
+pub const ECS_TASK_PROTECTION_MINUTES: &str = "ecs_task_protection_minutes";
+pub const QUEUE_METRICS_INTERVAL: &str = "queue_metrics_interval";
+pub const EB_CONFIG: &str = "eb_config";
+pub const CRON_TABLE_MODE: &str = "cron_table_mode";
+
+/// Extra signing keys, comma-separated; environment only, so that a key
+/// never sits in a file that is also shown or in a process's arguments.
+pub const SIGNING_KEY_ENV: &str = "SQSD_SIGNING_KEY";
+
+/// File keys whose value may also be written as a YAML list of scalars.
+pub const LIST_KEYS: &[&str] = &[DEAD_LETTER_CODES];
 
 macro_rules! option {
     ($key:expr, $env:literal, $flag:literal, $default:expr, $value:literal, $help:literal) => {
@@ -125,7 +146,7 @@ pub const OPTIONS: &[OptionSpec] =
             "visibility-timeout",
             Some("300s"),
             "DURATION",
-            "Visibility timeout of received messages, 0-43200s (EB VisibilityTimeout)"
+            "Visibility timeout of received messages, 0-43200s; 0 means the queue's own VisibilityTimeout (EB VisibilityTimeout)"
         ),
         option!(
             VISIBILITY_LEASE,
@@ -243,6 +264,118 @@ pub const OPTIONS: &[OptionSpec] =
             Some("127.0.0.1:9324"),
             "ADDR",
             "Listen address of the embedded SQS endpoint (`local` and `sqs-server` only)"
+        ),
+        option!(
+            RETRY_BACKOFF,
+            "SQSD_RETRY_BACKOFF",
+            "retry-backoff",
+            Some("fixed"),
+            "fixed|exponential",
+            "After a failure wait error_visibility_timeout (fixed, as EB), or error_visibility_timeout x 2^(receives-1) up to max_error_visibility (exponential)"
+        ),
+        option!(
+            MAX_ERROR_VISIBILITY,
+            "SQSD_MAX_ERROR_VISIBILITY",
+            "max-error-visibility",
+            Some("10m"),
+            "DURATION",
+            "Cap of the exponential backoff, 1s-12h, whole seconds"
+        ),
+        option!(
+            HEALTH_URL,
+            "SQSD_HEALTH_URL",
+            "health-url",
+            None,
+            "PATH|URL",
+            "Path on worker_url or absolute http(s) URL; 3 failed GETs in a row pause receiving until it answers 2xx [default: none]"
+        ),
+        option!(
+            HEALTH_INTERVAL,
+            "SQSD_HEALTH_INTERVAL",
+            "health-interval",
+            Some("5s"),
+            "DURATION",
+            "How often health_url is asked, 100ms-1h"
+        ),
+        option!(
+            DEAD_LETTER_CODES,
+            "SQSD_DEAD_LETTER_CODES",
+            "dead-letter-codes",
+            None,
+            "CODES",
+            "Statuses that never succeed, such as 400,410,422: the message is copied to the dead-letter queue and deleted; 100-599, not 2xx or 429 [default: none]"
+        ),
+        option!(
+            MAX_RATE,
+            "SQSD_MAX_RATE",
+            "max-rate",
+            Some("0"),
+            "PER_SECOND",
+            "Deliveries started per second on average, 0-100000, decimals allowed; 0 = unlimited"
+        ),
+        option!(
+            SIGNING_KEY_FILE,
+            "SQSD_SIGNING_KEY_FILE",
+            "signing-key-file",
+            None,
+            "PATH",
+            "File of HMAC keys, one per line, each at least 32 bytes (at most 16 keys, 64 KiB), that sign every POST in X-Sqsd-Signature; SQSD_SIGNING_KEY adds comma-separated keys [default: none]"
+        ),
+        option!(
+            APP_TOKEN_FILE,
+            "SQSD_APP_TOKEN_FILE",
+            "app-token-file",
+            None,
+            "PATH",
+            "File holding a token (visible ASCII, at most 8 KiB) sent as Authorization: Bearer on every POST [default: none]"
+        ),
+        option!(
+            SNS_UNWRAP,
+            "SQSD_SNS_UNWRAP",
+            "sns-unwrap",
+            Some("false"),
+            "BOOL",
+            "POST the Message of an SNS notification envelope, with the envelope's fields as X-Aws-Sqsd-Sns-* headers"
+        ),
+        option!(
+            ECS_TASK_PROTECTION,
+            "SQSD_ECS_TASK_PROTECTION",
+            "ecs-task-protection",
+            Some("false"),
+            "BOOL",
+            "Hold ECS task scale-in protection while messages are held"
+        ),
+        option!(
+            ECS_TASK_PROTECTION_MINUTES,
+            "SQSD_ECS_TASK_PROTECTION_MINUTES",
+            "ecs-task-protection-minutes",
+            Some("60"),
+            "MINUTES",
+            "ExpiresInMinutes of each ECS task protection request, 1-2880"
+        ),
+        option!(
+            QUEUE_METRICS_INTERVAL,
+            "SQSD_QUEUE_METRICS_INTERVAL",
+            "queue-metrics-interval",
+            Some("30s"),
+            "DURATION",
+            "How often the queue's backlog is read into sqsd_queue_messages gauges; 0 = never, else 1s-1h"
+        ),
+        option!(
+            EB_CONFIG,
+            "SQSD_EB_CONFIG",
+            "eb-config",
+            None,
+            "PATH",
+            "Elastic Beanstalk's daemon configuration to start from, such as /etc/aws-sqsd.d/default.yaml (YAML or JSON); every other source overrides it [default: none, never looked for]"
+        ),
+        option!(
+            CRON_TABLE_MODE,
+            "SQSD_CRON_TABLE_MODE",
+            "cron-table-mode",
+            Some("standard"),
+            "standard|eb",
+            "How cron_table is used: sqsd's own records (standard) or EB's leader registry (eb); eb when cron_table comes from eb_config"
         ),
     ];
 

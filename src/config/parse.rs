@@ -34,6 +34,27 @@ pub enum LogFormat {
     Json,
 }
 
+/// How long a failed message waits before it is visible again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RetryBackoff {
+    /// Every failure waits `error_visibility_timeout`, as EB.
+    #[default]
+    Fixed,
+    /// Failure on receive n waits `error_visibility_timeout × 2^(n−1)`,
+    /// capped at `max_error_visibility`.
+    Exponential,
+}
+
+/// What the periodic-task table (`cron_table`) holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CronTableMode {
+    /// sqsd's own records.
+    #[default]
+    Standard,
+    /// Elastic Beanstalk's leader registry (`registry_table` of EB's file).
+    Eb,
+}
+
 /// Collects typed values and every problem met on the way.
 pub(super) struct Parser<'a> {
     layers: &'a Layers,
@@ -82,11 +103,26 @@ impl<'a> Parser<'a> {
                 self.problems.push(Problem {
                     setting: key.into(),
                     source: source.clone(),
-                    message: format!("{text:?} {message}"),
+                    message: format!("{} {message}", shown(text)),
                 });
                 None
             }
         }
+    }
+
+    /// Where a setting's value came from, if it was set at any layer.
+    pub fn source(&self, key: &str) -> Option<Source> {
+        self.layers.get(key).map(|(_, source)| source.clone())
+    }
+
+    /// Records a problem found outside the text of the setting itself (a
+    /// file it names, a combination with another setting).
+    pub fn problem(&mut self, setting: &str, source: Source, message: String) {
+        self.problems.push(Problem {
+            setting: setting.into(),
+            source,
+            message,
+        });
     }
 
     pub fn into_problems(self) -> Vec<Problem> {
@@ -111,6 +147,41 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| "is not a duration (use seconds, or a number with ms, s, m or h)")?;
     Duration::try_from_secs_f64(n * scale).map_err(|_| "is out of range".into())
+}
+
+/// A value as it is quoted in an error message: at most [`SHOWN_CHARS`]
+/// characters, so that a huge value cannot flood the terminal or the log.
+pub fn shown(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// Most characters of a value quoted in an error message.
+pub const SHOWN_CHARS: usize = 80;
+
+/// A duration between `min` and `max`; `range` says them in words.
+pub fn duration_between(
+    text: &str,
+    min: Duration,
+    max: Duration,
+    range: &str,
+) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d < min || d > max {
+        return Err(format!("is out of range: allowed {range}"));
+    }
+    Ok(d)
+}
+
+/// 0 (off), or an interval from 1 s to 1 h.
+pub fn interval_or_off(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if !d.is_zero() && (d < Duration::from_secs(1) || d > Duration::from_secs(3600)) {
+        return Err("is out of range: allowed 0 (never) or 1s to 1h".into());
+    }
+    Ok(d)
 }
 
 pub fn duration_in(text: &str, min_s: u64, max_s: u64) -> Result<Duration, String> {
@@ -258,4 +329,85 @@ pub fn log_level(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(text)
         .map(|_| text.to_string())
         .map_err(|e| format!("is not a log level: {e}"))
+}
+
+pub fn retry_backoff(text: &str) -> Result<RetryBackoff, String> {
+    match text {
+        "fixed" => Ok(RetryBackoff::Fixed),
+        "exponential" => Ok(RetryBackoff::Exponential),
+        _ => Err("is not allowed: use fixed or exponential".into()),
+    }
+}
+
+pub fn cron_table_mode(text: &str) -> Result<CronTableMode, String> {
+    match text {
+        "standard" => Ok(CronTableMode::Standard),
+        "eb" => Ok(CronTableMode::Eb),
+        _ => Err("is not allowed: use standard or eb".into()),
+    }
+}
+
+/// A path on the application (joined to `worker_url`, whose base path is
+/// kept) or an absolute URL elsewhere; the result is always absolute.
+pub fn health_url(text: &str, worker_url: &str) -> Result<String, String> {
+    if text.starts_with('/') {
+        let path = crate::app::request::check_path(text)
+            .map_err(|e| format!("is not a path on worker_url: {e}"))?;
+        return Ok(format!("{worker_url}{path}"));
+    }
+    if !text.contains("://") {
+        return Err(
+            "must be a path on worker_url such as /health, or an absolute http:// or https:// URL"
+                .into(),
+        );
+    }
+    let url = http_url(text)?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials".into());
+    }
+    Ok(text.to_string())
+}
+
+/// Comma-separated HTTP statuses, sorted and without repeats. Success and
+/// 429 are refused: dead-lettering them would throw away messages the
+/// application accepted or asked to have again later.
+pub fn dead_letter_codes(text: &str) -> Result<Vec<u16>, String> {
+    let mut codes = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let code = part
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| {
+                format!(
+                    "holds {}, which is not an HTTP status: allowed 100 to 599, comma-separated such as 400,410,422",
+                    shown(part)
+                )
+            })?;
+        if (200..300).contains(&code) {
+            return Err(format!(
+                "holds {code}, which would dead-letter messages the application accepted: allowed 100 to 599 except 2xx and 429"
+            ));
+        }
+        if code == 429 {
+            return Err("holds 429, which would dead-letter messages the application asked to retry: allowed 100 to 599 except 2xx and 429".into());
+        }
+        codes.push(code);
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes)
+}
+
+/// Messages per second, 0 (unlimited) to 100000, decimals allowed.
+pub fn max_rate(text: &str) -> Result<f64, String> {
+    let rate = text
+        .parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite())
+        .ok_or("is not a number: allowed 0 (unlimited) to 100000 messages per second")?;
+    if !(0.0..=100_000.0).contains(&rate) {
+        return Err("is out of range: allowed 0 (unlimited) to 100000 messages per second".into());
+    }
+    Ok(rate)
 }

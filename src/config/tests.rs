@@ -415,3 +415,420 @@ fn visibility_lease_out_of_range_or_fractional_is_refused() {
         assert!(err.problems[0].message.contains(needle), "{text}: {err}");
     }
 }
+
+fn file_with(bytes: &[u8]) -> TempFile {
+    let mut f = tempfile();
+    f.1.write_all(bytes).unwrap();
+    f
+}
+
+const KEY_A: &str = "a-signing-key-that-is-long-enough-0001";
+
+const KEY_B: &str = "b-signing-key-that-is-long-enough-0002";
+
+const KEY_C: &str = "c-signing-key-that-is-long-enough-0003";
+
+#[test]
+fn new_options_have_the_contract_defaults() {
+    let c = load_with(&[("queue_url", QUEUE)], &[], None)
+        .unwrap()
+        .config;
+    assert_eq!(c.visibility_lease, 30);
+    assert_eq!(c.retry_backoff, RetryBackoff::Fixed);
+    assert_eq!(c.max_error_visibility, 600);
+    assert_eq!(c.health_url, None);
+    assert_eq!(c.health_interval, Duration::from_secs(5));
+    assert!(c.dead_letter_codes.is_empty());
+    assert_eq!(c.max_rate, 0.0);
+    assert_eq!(c.signing_key_file, None);
+    assert!(c.signing_keys.is_empty());
+    assert_eq!(c.app_token_file, None);
+    assert_eq!(c.app_token, None);
+    assert!(!c.sns_unwrap);
+    assert!(!c.ecs_task_protection);
+    assert_eq!(c.ecs_task_protection_minutes, 60);
+    assert_eq!(c.queue_metrics_interval, Duration::from_secs(30));
+    assert_eq!(c.eb_config, None);
+    assert_eq!(c.cron_table_mode, CronTableMode::Standard);
+    assert_eq!(c.app_probe_port, None);
+}
+
+/// One value per new option and what it must parse to.
+/// An option, a value, and what the loaded configuration must then hold.
+type OptionCase = (&'static str, &'static str, Box<dyn Fn(&Config) -> bool>);
+
+fn new_option_cases() -> Vec<OptionCase> {
+    vec![
+        (
+            VISIBILITY_LEASE,
+            "90",
+            Box::new(|c| c.visibility_lease == 90),
+        ),
+        (VISIBILITY_LEASE, "0", Box::new(|c| c.visibility_lease == 0)),
+        (
+            RETRY_BACKOFF,
+            "exponential",
+            Box::new(|c| c.retry_backoff == RetryBackoff::Exponential),
+        ),
+        (
+            MAX_ERROR_VISIBILITY,
+            "12h",
+            Box::new(|c| c.max_error_visibility == 43200),
+        ),
+        (
+            HEALTH_URL,
+            "http://10.0.0.5:8081/ping",
+            Box::new(|c| c.health_url.as_deref() == Some("http://10.0.0.5:8081/ping")),
+        ),
+        (
+            HEALTH_INTERVAL,
+            "100ms",
+            Box::new(|c| c.health_interval == Duration::from_millis(100)),
+        ),
+        (
+            DEAD_LETTER_CODES,
+            "422,400,410,400",
+            Box::new(|c| c.dead_letter_codes == [400, 410, 422]),
+        ),
+        (MAX_RATE, "12.5", Box::new(|c| c.max_rate == 12.5)),
+        (SNS_UNWRAP, "true", Box::new(|c| c.sns_unwrap)),
+        (
+            ECS_TASK_PROTECTION,
+            "true",
+            Box::new(|c| c.ecs_task_protection),
+        ),
+        (
+            ECS_TASK_PROTECTION_MINUTES,
+            "2880",
+            Box::new(|c| c.ecs_task_protection_minutes == 2880),
+        ),
+        (
+            QUEUE_METRICS_INTERVAL,
+            "0",
+            Box::new(|c| c.queue_metrics_interval.is_zero()),
+        ),
+        (
+            QUEUE_METRICS_INTERVAL,
+            "1h",
+            Box::new(|c| c.queue_metrics_interval == Duration::from_secs(3600)),
+        ),
+        (
+            CRON_TABLE_MODE,
+            "eb",
+            Box::new(|c| c.cron_table_mode == CronTableMode::Eb),
+        ),
+    ]
+}
+
+#[test]
+fn new_options_take_all_three_spellings() {
+    for (key, value, check) in new_option_cases() {
+        let o = spec(key).unwrap();
+        let by_flag = load_with(&[("queue_url", QUEUE), (key, value)], &[], None);
+        let by_env = load_with(&[("queue_url", QUEUE)], &[(o.env, value)], None);
+        let by_file = load_with(
+            &[("queue_url", QUEUE)],
+            &[],
+            Some(&format!("{key}: {value:?}\n")),
+        );
+        for (how, loaded) in [("flag", by_flag), ("env", by_env), ("file", by_file)] {
+            let loaded = loaded.unwrap_or_else(|e| panic!("{key}={value} by {how}: {e}"));
+            assert!(check(&loaded.config), "{key}={value} by {how}");
+        }
+    }
+}
+
+#[test]
+fn new_options_refuse_what_is_not_allowed() {
+    let cases = [
+        (VISIBILITY_LEASE, "43201", "allowed 0s to 43200s"),
+        (VISIBILITY_LEASE, "1.5", "whole number of seconds"),
+        (RETRY_BACKOFF, "linear", "fixed or exponential"),
+        (MAX_ERROR_VISIBILITY, "0", "allowed 1s to 43200s"),
+        (MAX_ERROR_VISIBILITY, "13h", "allowed 1s to 43200s"),
+        (HEALTH_URL, "health", "a path on worker_url"),
+        (HEALTH_URL, "ftp://host/x", "http:// or https://"),
+        (HEALTH_URL, "http://u:p@host/x", "credentials"),
+        (HEALTH_URL, "//evil/x", "not a path"),
+        (HEALTH_INTERVAL, "50ms", "100ms to 1h"),
+        (HEALTH_INTERVAL, "2h", "100ms to 1h"),
+        (DEAD_LETTER_CODES, "400,abc", "not an HTTP status"),
+        (DEAD_LETTER_CODES, "99", "not an HTTP status"),
+        (DEAD_LETTER_CODES, "600", "not an HTTP status"),
+        (DEAD_LETTER_CODES, "400,204", "application accepted"),
+        (DEAD_LETTER_CODES, "429", "asked to retry"),
+        (MAX_RATE, "-1", "0 (unlimited) to 100000"),
+        (MAX_RATE, "100001", "0 (unlimited) to 100000"),
+        (MAX_RATE, "NaN", "not a number"),
+        (MAX_RATE, "inf", "not a number"),
+        (SNS_UNWRAP, "maybe", "true or false"),
+        (ECS_TASK_PROTECTION, "2", "true or false"),
+        (ECS_TASK_PROTECTION_MINUTES, "0", "allowed 1 to 2880"),
+        (ECS_TASK_PROTECTION_MINUTES, "2881", "allowed 1 to 2880"),
+        (QUEUE_METRICS_INTERVAL, "500ms", "0 (never) or 1s to 1h"),
+        (QUEUE_METRICS_INTERVAL, "2h", "0 (never) or 1s to 1h"),
+        (CRON_TABLE_MODE, "fancy", "standard or eb"),
+    ];
+    for (key, value, needle) in cases {
+        let err = load_with(&[("queue_url", QUEUE), (key, value)], &[], None)
+            .err()
+            .unwrap_or_else(|| panic!("{key}={value} accepted"));
+        assert_eq!(err.problems.len(), 1, "{key}={value}: {err}");
+        assert_eq!(err.problems[0].setting, key);
+        assert!(
+            err.problems[0].source == Source::Flag(spec(key).unwrap().flag),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{key}={value}: {err}");
+    }
+}
+
+#[test]
+fn health_url_path_is_joined_to_worker_url_keeping_its_base_path() {
+    let c = load_with(
+        &[
+            ("queue_url", QUEUE),
+            ("worker_url", "http://127.0.0.1:8080/app/"),
+            ("health_url", "/healthz?deep=1"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.health_url.as_deref(),
+        Some("http://127.0.0.1:8080/app/healthz?deep=1")
+    );
+    let c = load_with(&[("queue_url", QUEUE), ("health_url", "/up")], &[], None)
+        .unwrap()
+        .config;
+    assert_eq!(c.health_url.as_deref(), Some("http://localhost:80/up"));
+}
+
+#[test]
+fn dead_letter_codes_take_a_yaml_list_or_nothing() {
+    let c = load_with(
+        &[("queue_url", QUEUE)],
+        &[],
+        Some("dead_letter_codes: [410, 400, 410]\n"),
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.dead_letter_codes, [400, 410]);
+    let c = load_with(
+        &[("queue_url", QUEUE)],
+        &[],
+        Some("dead_letter_codes: []\n"),
+    )
+    .unwrap()
+    .config;
+    assert!(c.dead_letter_codes.is_empty());
+    let c = load_with(
+        &[("queue_url", QUEUE), ("dead_letter_codes", "")],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert!(c.dead_letter_codes.is_empty());
+    let err = load_with(
+        &[("queue_url", QUEUE)],
+        &[],
+        Some("dead_letter_codes: [400, [500]]\n"),
+    )
+    .err()
+    .expect("nested list refused");
+    assert_eq!(err.problems[0].setting, DEAD_LETTER_CODES);
+}
+
+#[test]
+fn signing_keys_come_from_the_file_then_the_environment() {
+    let file = file_with(format!("\n  {KEY_A}  \n\n{KEY_B}\r\n").as_bytes());
+    let path = file.0.display().to_string();
+    let c = load_with(
+        &[("queue_url", QUEUE), ("signing_key_file", &path)],
+        &[(SIGNING_KEY_ENV, &format!(" {KEY_C} ,"))],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.signing_keys,
+        [KEY_A.as_bytes(), KEY_B.as_bytes(), KEY_C.as_bytes()]
+    );
+    assert_eq!(c.signing_key_file.as_deref(), Some(file.0.as_path()));
+    let only_env = load_with(&[("queue_url", QUEUE)], &[(SIGNING_KEY_ENV, KEY_A)], None)
+        .unwrap()
+        .config;
+    assert_eq!(only_env.signing_keys, [KEY_A.as_bytes()]);
+}
+
+#[test]
+fn bad_signing_keys_are_refused_without_showing_them() {
+    let short = "short-secret-key";
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (format!("{KEY_A}\n{short}\n").into_bytes(), "line 2"),
+        (b"\n   \n".to_vec(), "holds no key"),
+        (
+            (0..17)
+                .map(|i| format!("{KEY_A}{i}\n"))
+                .collect::<String>()
+                .into_bytes(),
+            "at most 16",
+        ),
+        (vec![b'k'; 64 * 1024 + 1], "larger than the limit of 64 KiB"),
+    ];
+    for (bytes, needle) in cases {
+        let file = file_with(&bytes);
+        let path = file.0.display().to_string();
+        let err = load_with(
+            &[("queue_url", QUEUE), ("signing_key_file", &path)],
+            &[],
+            None,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{needle}: accepted"));
+        let text = err.to_string();
+        assert_eq!(err.problems[0].setting, SIGNING_KEY_FILE, "{text}");
+        assert!(text.contains("flag --signing-key-file"), "{text}");
+        assert!(text.contains(needle), "{needle} missing: {text}");
+        assert!(!text.contains(short) && !text.contains(KEY_A), "{text}");
+    }
+    let err = load_with(
+        &[
+            ("queue_url", QUEUE),
+            ("signing_key_file", "/nonexistent/keys"),
+        ],
+        &[],
+        None,
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string().contains("cannot read /nonexistent/keys"),
+        "{err}"
+    );
+    let err = load_with(
+        &[("queue_url", QUEUE)],
+        &[(SIGNING_KEY_ENV, &format!("{KEY_A},{short}"))],
+        None,
+    )
+    .err()
+    .unwrap();
+    let text = err.to_string();
+    assert_eq!(err.problems[0].setting, SIGNING_KEY_ENV, "{text}");
+    assert!(text.contains("key 2 is 16 bytes long"), "{text}");
+    assert!(!text.contains(short), "{text}");
+}
+
+#[test]
+fn sixteen_keys_in_all_at_most() {
+    let file = file_with(
+        (0..16)
+            .map(|i| format!("{KEY_A}{i}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    );
+    let path = file.0.display().to_string();
+    let flags = [("queue_url", QUEUE), ("signing_key_file", path.as_str())];
+    assert_eq!(
+        load_with(&flags, &[], None)
+            .unwrap()
+            .config
+            .signing_keys
+            .len(),
+        16
+    );
+    let err = load_with(&flags, &[(SIGNING_KEY_ENV, KEY_B)], None)
+        .err()
+        .expect("17 keys refused");
+    assert!(err.to_string().contains("at most 16"), "{err}");
+}
+
+#[test]
+fn reload_reads_the_key_file_again() {
+    let file = file_with(KEY_A.as_bytes());
+    let path = file.0.display().to_string();
+    let config = load_with(
+        &[("queue_url", QUEUE), ("signing_key_file", &path)],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    std::fs::write(&file.0, format!("{KEY_B}\n{KEY_C}\n")).unwrap();
+    let env = |name: &str| (name == SIGNING_KEY_ENV).then(|| KEY_A.to_string());
+    let keys = reload_signing_keys(&config, &env).unwrap();
+    assert_eq!(keys, [KEY_B.as_bytes(), KEY_C.as_bytes(), KEY_A.as_bytes()]);
+    std::fs::write(&file.0, "too-short\n").unwrap();
+    let err = reload_signing_keys(&config, &|_| None).expect_err("short key");
+    assert!(!err.to_string().contains("too-short"), "{err}");
+}
+
+#[test]
+fn app_token_is_read_trimmed_and_checked() {
+    let file = file_with(b"  tok_3f9a-XYZ.1~  \n");
+    let path = file.0.display().to_string();
+    let c = load_with(
+        &[("queue_url", QUEUE), ("app_token_file", &path)],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.app_token.as_deref(), Some("tok_3f9a-XYZ.1~"));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"secret part\n".to_vec(), "visible ASCII"),
+        ("s\u{e9}cret".as_bytes().to_vec(), "visible ASCII"),
+        (b" \n".to_vec(), "holds no token"),
+        (vec![b't'; 8 * 1024 + 1], "larger than the limit of 8 KiB"),
+    ];
+    for (bytes, needle) in cases {
+        let file = file_with(&bytes);
+        let path = file.0.display().to_string();
+        let err = load_with(
+            &[("queue_url", QUEUE)],
+            &[("SQSD_APP_TOKEN_FILE", &path)],
+            None,
+        )
+        .err()
+        .unwrap_or_else(|| panic!("{needle}: accepted"));
+        let text = err.to_string();
+        assert_eq!(err.problems[0].setting, APP_TOKEN_FILE, "{text}");
+        assert!(text.contains("SQSD_APP_TOKEN_FILE"), "{text}");
+        assert!(text.contains(needle), "{needle}: {text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+}
+
+#[test]
+fn debug_output_hides_the_secrets() {
+    let keys = file_with(KEY_A.as_bytes());
+    let token = file_with(b"tok_very_private");
+    let c = load_with(
+        &[
+            ("queue_url", QUEUE),
+            ("signing_key_file", &keys.0.display().to_string()),
+            ("app_token_file", &token.0.display().to_string()),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    let shown = format!("{c:?}");
+    assert!(
+        shown.contains("(1 keys)") && shown.contains("(set)"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(KEY_A) && !shown.contains("tok_very_private"),
+        "{shown}"
+    );
+    // The bytes of the key are not shown either.
+    assert!(
+        !shown.contains(&format!("{:?}", KEY_A.as_bytes())[1..20]),
+        "{shown}"
+    );
+}
