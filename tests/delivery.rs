@@ -231,36 +231,6 @@ async fn response_slower_than_inactivity_timeout_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn refused_connection_comes_back_and_is_delivered_later() {
-    let queue = TestQueue::new("refused").await;
-    // A port with nobody listening.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let id = queue.send("x").await;
-    let mut a = base_args(&queue, &format!("http://{port}"));
-    a.extend(["--error-visibility-timeout".into(), "1".into()]);
-    let d = Daemon::start(a).await;
-    eventually(WAIT, "two refused deliveries", || async {
-        (d.metric("sqsd_messages_delivered_total{outcome=\"connect_error\"}")
-            .await
-            >= 2.0)
-            .then_some(())
-    })
-    .await;
-    let app = App::start_on(port, |_| Reply::status(200)).await;
-    let seen = app.wait_requests(1, WAIT).await;
-    assert_eq!(seen[0].msgid(), id);
-    assert!(
-        seen[0].receive_count() >= 3,
-        "receive count {}",
-        seen[0].receive_count()
-    );
-    queue.wait_empty(WAIT).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn status_429_waits_for_retry_after() {
     let queue = TestQueue::new("r429").await;
     let app = App::start(|r| {

@@ -1,8 +1,10 @@
 //! Liveness and readiness as the admin endpoints report them.
 //!
-//! Ready means: SQS answered the latest receive, and the daemon is not
-//! shutting down. A receive error flips it to not ready until the next
-//! successful receive, so `/readyz` follows an SQS outage both ways.
+//! Ready means: the application is available, SQS answered the latest
+//! receive, and the daemon is not shutting down. A receive error flips it to
+//! not ready until the next successful receive, so `/readyz` follows an SQS
+//! outage both ways; the application being unavailable (unreachable, or
+//! failing its health checks) does the same until it is back.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -15,6 +17,8 @@ pub struct Health {
     successes: AtomicU64,
     failing: AtomicBool,
     last_error: Mutex<String>,
+    /// Why the application is unavailable; `None` while it is available.
+    app_down: Mutex<Option<String>>,
 }
 
 /// Why the daemon is not ready.
@@ -22,6 +26,8 @@ pub struct Health {
 pub enum NotReady {
     Starting,
     SqsUnavailable(String),
+    /// The application is unreachable or unhealthy: receiving is paused.
+    AppUnavailable(String),
     ShuttingDown,
 }
 
@@ -30,6 +36,7 @@ impl NotReady {
         match self {
             NotReady::Starting => "SQS has not answered a receive yet".into(),
             NotReady::SqsUnavailable(e) => format!("SQS receive failing: {e}"),
+            NotReady::AppUnavailable(why) => format!("application unavailable: {why}"),
             NotReady::ShuttingDown => "shutting down".into(),
         }
     }
@@ -48,6 +55,19 @@ impl Health {
         self.failing.store(true, Ordering::Relaxed);
     }
 
+    /// The application is unavailable for `why`; receiving is paused.
+    pub fn app_unavailable(&self, why: &str) {
+        if let Ok(mut down) = self.app_down.lock() {
+            *down = Some(why.to_string());
+        }
+    }
+
+    pub fn app_available(&self) {
+        if let Ok(mut down) = self.app_down.lock() {
+            *down = None;
+        }
+    }
+
     pub fn shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
     }
@@ -64,6 +84,9 @@ impl Health {
     pub fn readiness(&self) -> Result<(), NotReady> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err(NotReady::ShuttingDown);
+        }
+        if let Some(why) = self.app_down.lock().ok().and_then(|d| d.clone()) {
+            return Err(NotReady::AppUnavailable(why));
         }
         if self.failing.load(Ordering::Relaxed) {
             let e = self
@@ -96,6 +119,14 @@ mod tests {
             Err(NotReady::SqsUnavailable("connection refused".into()))
         );
         h.receive_ok();
+        assert_eq!(h.readiness(), Ok(()));
+        h.app_unavailable("cannot connect to 127.0.0.1:80");
+        let why = h.readiness().unwrap_err();
+        assert_eq!(
+            why.reason(),
+            "application unavailable: cannot connect to 127.0.0.1:80"
+        );
+        h.app_available();
         assert_eq!(h.readiness(), Ok(()));
         h.shutting_down();
         assert_eq!(h.readiness(), Err(NotReady::ShuttingDown));

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub lease_renewals: IntCounter,
     pub lease_renewal_failures: IntCounter,
     pub held: IntGauge,
+    /// 1 while the application is available, 0 while receiving is paused
+    /// for it.
+    pub app_available: IntGauge,
     pub released: IntCounter,
     pub tasks_enqueued: IntCounterVec,
     pub ticks_claimed: IntCounterVec,
@@ -57,6 +60,13 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(held.clone())).expect("unique metric");
+        let app_available = IntGauge::new(
+            "sqsd_app_available",
+            "1 while the application is available; 0 while it is unreachable or failing its health checks (receiving paused)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(app_available.clone()))
+            .expect("unique metric");
         let post_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "sqsd_post_duration_seconds",
@@ -136,6 +146,7 @@ impl Metrics {
                 "Lease renewals SQS refused (or that failed until the lease ran out)",
             ),
             held,
+            app_available,
             released: counter(
                 &r,
                 "sqsd_messages_released_total",

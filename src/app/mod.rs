@@ -1,11 +1,13 @@
 //! The application side: everything that speaks to the web application the
 //! daemon delivers to. [`request`] says what one POST is and which paths
-//! are allowed; [`client`] sends it over keep-alive HTTP/1.1 connections.
+//! are allowed; [`client`] sends it over keep-alive HTTP/1.1 connections;
+//! [`probe`] asks whether the application is there at all.
 //!
 //! May use: `config` and the shared `http1` pool. Knows nothing of SQS or
 //! of how messages are settled.
 
 pub mod client;
+pub mod probe;
 pub mod request;
 
 pub use client::{Answer, AppClient, Failure};

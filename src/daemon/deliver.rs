@@ -4,7 +4,10 @@
 //! Each message is held by the settler from the moment it was received, so
 //! its visibility is kept (renewed before the lease runs out) however long
 //! its POST runs or its FIFO group keeps it waiting; delivery only decides
-//! how it ends.
+//! how it ends. A delivery starts no earlier than its turn under the rate
+//! limit, and only while the application is available (the [`Gate`]): a
+//! POST that cannot connect closes the gate, and messages that have not
+//! started by then are given back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +16,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Gate;
 use super::message::{Incoming, Template};
-use super::policy::{self, Outcome, Settlement};
+use super::policy::{self, Outcome, Retry, Settlement};
 use super::room::Place;
 use super::settle::{Action, Settler};
 use crate::admin::metrics::Metrics;
@@ -27,19 +31,35 @@ pub struct Dispatcher {
     pub http: Arc<dyn Application>,
     pub template: Template,
     pub success_codes: SuccessCodes,
-    pub error_visibility_s: u32,
+    /// How long a failed message waits before it is handed out again.
+    pub retry: Retry,
     pub retention: Duration,
     pub settler: Settler,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
     /// One per POST in flight: `http_connections` of them.
     pub connections: Arc<Semaphore>,
+    /// Open while the application is available.
+    pub gate: Arc<Gate>,
+    /// Longest a message waits held for an unavailable application before
+    /// it is given back: its visibility timeout.
+    pub hold_limit: Duration,
+}
+
+/// How one POST ended for its message.
+enum Attempt {
+    /// Settled; true when deleted.
+    Settled(bool),
+    /// It could not connect: the message, unsettled.
+    Unreachable(Incoming),
 }
 
 /// A received message and its place in the room.
 pub struct Held {
     pub msg: Incoming,
     pub place: Place,
+    /// Its turn under the rate limit; `None` when there is none.
+    pub start_at: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -48,7 +68,7 @@ impl Dispatcher {
     /// given back undelivered, so SQS hands the group out again in order.
     /// When `stop` fires, messages not yet started are given back; when
     /// `abort` fires, a POST under way is abandoned and its message given
-    /// back.
+    /// back. While the application is unavailable, see [`Self::wait_out`].
     pub async fn deliver_in_order(
         &self,
         list: Vec<Held>,
@@ -56,32 +76,102 @@ impl Dispatcher {
         abort: &CancellationToken,
     ) {
         let mut failed = false;
-        for Held { msg, place } in list {
+        for Held {
+            msg,
+            place,
+            start_at,
+        } in list
+        {
             if failed {
                 self.give_back(&msg, "an earlier message of its group failed");
                 drop(place);
                 continue;
             }
+            failed = !self.deliver_one(msg, start_at, stop, abort).await;
+            drop(place);
+        }
+    }
+
+    /// Delivers one message at its turn; true when it is deleted.
+    async fn deliver_one(
+        &self,
+        mut msg: Incoming,
+        start_at: Option<Instant>,
+        stop: &CancellationToken,
+        abort: &CancellationToken,
+    ) -> bool {
+        loop {
+            let turn = async {
+                if let Some(at) = start_at {
+                    tokio::time::sleep_until(at).await;
+                }
+                self.connections.clone().acquire_owned().await.ok()
+            };
             let connection = tokio::select! {
                 biased;
                 _ = stop.cancelled() => None,
-                c = self.connections.clone().acquire_owned() => c.ok(),
+                _ = self.gate.closed() => Some(None),
+                c = turn => c.map(Some),
             };
-            let Some(connection) = connection else {
-                self.give_back(&msg, "shutting down before it started");
-                failed = true;
-                continue;
-            };
-            failed = !self.handle(msg, abort).await;
-            drop(connection);
-            drop(place);
+            match connection {
+                None => {
+                    self.give_back(&msg, "shutting down before it started");
+                    return false;
+                }
+                Some(Some(connection)) => {
+                    let attempt = self.attempt(msg, abort).await;
+                    drop(connection);
+                    match attempt {
+                        Attempt::Settled(deleted) => return deleted,
+                        Attempt::Unreachable(m) => msg = m,
+                    }
+                }
+                Some(None) => {}
+            }
+            if !self.wait_out(&msg, stop).await {
+                return false;
+            }
         }
+    }
+
+    /// The application is unavailable and `msg` has not reached it. The
+    /// message stays held until the application is back, then is delivered
+    /// after all (true); or it is given back, visible at once (false), as
+    /// soon as no receive of this daemon is under way: pollers start none
+    /// while the application is unavailable, so the message cannot be
+    /// received again by this daemon and burn a receive for nothing. It is
+    /// also given back on shutdown, and once it has been held as long as
+    /// its visibility timeout.
+    async fn wait_out(&self, msg: &Incoming, stop: &CancellationToken) -> bool {
+        let deadline = msg.received.unwrap_or_else(Instant::now) + self.hold_limit;
+        let why = tokio::select! {
+            biased;
+            _ = stop.cancelled() => "shutting down before it started",
+            _ = self.gate.opened() => return true,
+            _ = self.gate.receives_idle() => "the application is unavailable",
+            _ = tokio::time::sleep_until(deadline) => "the application is unavailable",
+        };
+        self.give_back(msg, why);
+        false
     }
 
     /// Delivers one message and settles it; true when it is deleted. When
     /// `abort` fires first, the POST is abandoned and the message made
     /// visible again at once.
     pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) -> bool {
+        match self.attempt(msg, abort).await {
+            Attempt::Settled(deleted) => deleted,
+            Attempt::Unreachable(msg) => {
+                self.give_back(&msg, "the application is unavailable");
+                false
+            }
+        }
+    }
+
+    /// One POST of `msg`, settled by its outcome; or, when it could not
+    /// connect, the message back unsettled (the application never saw it)
+    /// while it has been held for less than its visibility timeout.
+    async fn attempt(&self, msg: Incoming, abort: &CancellationToken) -> Attempt {
         let held_for = msg.received.map(|t| t.elapsed()).unwrap_or_default();
         if policy::is_expired(
             msg.first_received_at_ms,
@@ -92,7 +182,7 @@ impl Dispatcher {
             self.metrics.expired.inc();
             tracing::info!(message_id = %msg.id, "message outlived the retention period; deleting it unsent");
             self.settler.settle(msg.key, Action::Delete);
-            return true;
+            return Attempt::Settled(true);
         }
         let started = Instant::now();
         self.metrics.in_flight.inc();
@@ -103,7 +193,7 @@ impl Dispatcher {
                 self.metrics.released.inc();
                 tracing::warn!(message_id = %msg.id, "drain timeout: POST abandoned, message released");
                 self.settler.settle(msg.key, Action::ChangeVisibility(0));
-                return false;
+                return Attempt::Settled(false);
             }
         };
         self.metrics.in_flight.dec();
@@ -114,10 +204,25 @@ impl Dispatcher {
         let label = outcome.label(self.success_codes);
         self.metrics.delivered.with_label_values(&[label]).inc();
 
-        match policy::settle(&outcome, self.success_codes, self.error_visibility_s) {
+        if let Outcome::ConnectFailed(e) = &outcome {
+            self.gate.close(e);
+            if held_for + elapsed < self.hold_limit {
+                tracing::debug!(message_id = %msg.id, error = %e,
+                    "POST could not connect; the message waits for the application");
+                return Attempt::Unreachable(msg);
+            }
+        }
+        let receive_count = msg.receive_count.unwrap_or(1);
+        match policy::settle(
+            &outcome,
+            self.success_codes,
+            self.retry,
+            receive_count,
+            fastrand::f64(),
+        ) {
             Settlement::Delete => {
                 self.settler.settle(msg.key, Action::Delete);
-                true
+                Attempt::Settled(true)
             }
             Settlement::Retry(after_s) => {
                 let (status, error) = match &outcome {
@@ -131,7 +236,7 @@ impl Dispatcher {
                 };
                 tracing::warn!(
                     message_id = %msg.id,
-                    receive_count = msg.receive_count.unwrap_or(0),
+                    receive_count,
                     status,
                     error,
                     outcome = label,
@@ -141,7 +246,7 @@ impl Dispatcher {
                 );
                 self.settler
                     .settle(msg.key, Action::ChangeVisibility(after_s));
-                false
+                Attempt::Settled(false)
             }
         }
     }

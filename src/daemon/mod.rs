@@ -2,15 +2,19 @@
 //! receive ([`poller`], within the [`room`]) → deliver ([`deliver`],
 //! building the POST with [`message`]) → settle ([`settle`], by the rules of
 //! [`policy`]); the settler holds every message, renewing its lease, from
-//! the moment it is received until SQS has its settlement. [`run`] wires it
-//! together and takes it down cleanly.
+//! the moment it is received until SQS has its settlement. The [`gate`]
+//! pauses receiving while the application is unavailable, and the [`pace`]
+//! spaces deliveries under a rate limit. [`run`] wires it together and
+//! takes it down cleanly.
 //!
 //! May use: `aws` (receiving and settling), `app` (the POST), `admin`
 //! (health and metrics), `cron` (the periodic-task scheduler and its message
 //! format) and `config`. None of those uses `daemon`.
 
 pub mod deliver;
+pub mod gate;
 pub mod message;
+pub mod pace;
 pub mod policy;
 pub mod poller;
 pub mod room;

@@ -1,10 +1,11 @@
 //! Decisions that depend only on numbers and time: how to settle a POST's
-//! outcome and whether a message has outlived the retention period. The
-//! current time is passed in, so tests can fix it.
+//! outcome, how long a failed message waits (fixed or exponential backoff),
+//! and whether a message has outlived the retention period. The current
+//! time and the random jitter are passed in, so tests can fix them.
 
 use std::time::Duration;
 
-use crate::config::SuccessCodes;
+use crate::config::{RetryBackoff, SuccessCodes};
 
 /// Longest visibility timeout SQS accepts, in seconds.
 pub const MAX_VISIBILITY_S: u32 = 43_200;
@@ -54,16 +55,65 @@ pub enum Settlement {
     Retry(u32),
 }
 
+/// How long a failed message waits before SQS hands it out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// `error_visibility_timeout`: the wait of every failure (fixed), or of
+    /// the first (exponential).
+    pub error_visibility_s: u32,
+    pub backoff: RetryBackoff,
+    /// Cap of the exponential backoff (`max_error_visibility`).
+    pub max_error_visibility_s: u32,
+}
+
+impl Retry {
+    /// EB's rule: every failure waits `error_visibility_s`.
+    pub fn fixed(error_visibility_s: u32) -> Retry {
+        Retry {
+            error_visibility_s,
+            backoff: RetryBackoff::Fixed,
+            max_error_visibility_s: MAX_VISIBILITY_S,
+        }
+    }
+
+    /// Seconds a message that failed on its `receive_count`-th receive
+    /// waits. Exponential: `error_visibility × 2^(n−1)`, capped at
+    /// `max_error_visibility`, then spread by ±10% (`unit`, a random number
+    /// in [0, 1), picks where) so that messages that failed together do not
+    /// come back together; the spread never passes the cap.
+    pub fn wait_s(&self, receive_count: u32, unit: f64) -> u32 {
+        match self.backoff {
+            RetryBackoff::Fixed => self.error_visibility_s,
+            RetryBackoff::Exponential => {
+                let doublings = receive_count.max(1) - 1;
+                let cap = f64::from(self.max_error_visibility_s.min(MAX_VISIBILITY_S));
+                // 2^64 seconds is past any cap; stop doubling long before.
+                let grown =
+                    f64::from(self.error_visibility_s) * 2f64.powi(doublings.min(64) as i32);
+                let spread = 0.9 + 0.2 * unit.clamp(0.0, 1.0);
+                (grown.min(cap) * spread).round().min(cap) as u32
+            }
+        }
+    }
+}
+
 /// Settling rules of the contract: success deletes; 429 with `Retry-After`
-/// waits as asked (capped); everything else waits `error_visibility_s`.
-pub fn settle(outcome: &Outcome, codes: SuccessCodes, error_visibility_s: u32) -> Settlement {
+/// waits as asked (capped); everything else waits as `retry` says for a
+/// message on its `receive_count`-th receive (`unit`: the jitter).
+pub fn settle(
+    outcome: &Outcome,
+    codes: SuccessCodes,
+    retry: Retry,
+    receive_count: u32,
+    unit: f64,
+) -> Settlement {
     match outcome {
         Outcome::Status { status, .. } if codes.is_success(*status) => Settlement::Delete,
         Outcome::Status {
             status: 429,
             retry_after_s: Some(s),
         } => Settlement::Retry((*s).min(MAX_VISIBILITY_S)),
-        _ => Settlement::Retry(error_visibility_s),
+        _ => Settlement::Retry(retry.wait_s(receive_count, unit)),
     }
 }
 
@@ -120,14 +170,35 @@ mod tests {
     #[test]
     fn only_200_deletes_by_default() {
         let c = SuccessCodes::Only200;
-        assert_eq!(settle(&status(200), c, 2), Settlement::Delete);
-        assert_eq!(settle(&status(204), c, 2), Settlement::Retry(2));
-        assert_eq!(settle(&status(500), c, 2), Settlement::Retry(2));
-        assert_eq!(settle(&status(301), c, 7), Settlement::Retry(7));
+        assert_eq!(
+            settle(&status(200), c, Retry::fixed(2), 1, 0.5),
+            Settlement::Delete
+        );
+        assert_eq!(
+            settle(&status(204), c, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(2)
+        );
+        assert_eq!(
+            settle(&status(500), c, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(2)
+        );
+        assert_eq!(
+            settle(&status(301), c, Retry::fixed(7), 1, 0.5),
+            Settlement::Retry(7)
+        );
         let any = SuccessCodes::Any2xx;
-        assert_eq!(settle(&status(204), any, 2), Settlement::Delete);
-        assert_eq!(settle(&status(299), any, 2), Settlement::Delete);
-        assert_eq!(settle(&status(300), any, 2), Settlement::Retry(2));
+        assert_eq!(
+            settle(&status(204), any, Retry::fixed(2), 1, 0.5),
+            Settlement::Delete
+        );
+        assert_eq!(
+            settle(&status(299), any, Retry::fixed(2), 1, 0.5),
+            Settlement::Delete
+        );
+        assert_eq!(
+            settle(&status(300), any, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(2)
+        );
     }
 
     #[test]
@@ -139,7 +210,11 @@ mod tests {
             Outcome::Failed("reset".into()),
             Outcome::Refused("//x".into()),
         ] {
-            assert_eq!(settle(&o, c, 5), Settlement::Retry(5), "{o:?}");
+            assert_eq!(
+                settle(&o, c, Retry::fixed(5), 1, 0.5),
+                Settlement::Retry(5),
+                "{o:?}"
+            );
         }
     }
 
@@ -150,14 +225,89 @@ mod tests {
             status: 429,
             retry_after_s: Some(17),
         };
-        assert_eq!(settle(&o, c, 2), Settlement::Retry(17));
+        assert_eq!(
+            settle(&o, c, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(17)
+        );
         assert_eq!(o.label(c), "retry_after");
         let huge = Outcome::Status {
             status: 429,
             retry_after_s: Some(999_999),
         };
-        assert_eq!(settle(&huge, c, 2), Settlement::Retry(MAX_VISIBILITY_S));
-        assert_eq!(settle(&status(429), c, 2), Settlement::Retry(2));
+        assert_eq!(
+            settle(&huge, c, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(MAX_VISIBILITY_S)
+        );
+        assert_eq!(
+            settle(&status(429), c, Retry::fixed(2), 1, 0.5),
+            Settlement::Retry(2)
+        );
+    }
+
+    fn exponential(error_s: u32, max_s: u32) -> Retry {
+        Retry {
+            error_visibility_s: error_s,
+            backoff: RetryBackoff::Exponential,
+            max_error_visibility_s: max_s,
+        }
+    }
+
+    #[test]
+    fn fixed_backoff_waits_the_same_on_every_receive() {
+        let r = Retry::fixed(7);
+        for n in [0, 1, 2, 10, u32::MAX] {
+            assert_eq!(r.wait_s(n, 0.0), 7);
+            assert_eq!(r.wait_s(n, 0.999), 7);
+        }
+    }
+
+    #[test]
+    fn exponential_backoff_doubles_per_receive_up_to_the_cap() {
+        let r = exponential(2, 600);
+        // The middle of the jitter is the exact figure.
+        let middle: Vec<u32> = (1..=10).map(|n| r.wait_s(n, 0.5)).collect();
+        assert_eq!(middle, [2, 4, 8, 16, 32, 64, 128, 256, 512, 600]);
+        // An unknown count (0) counts as the first receive.
+        assert_eq!(r.wait_s(0, 0.5), 2);
+        // Past the cap, however large the count, it stays at the cap.
+        assert_eq!(r.wait_s(40, 0.5), 600);
+        assert_eq!(r.wait_s(u32::MAX, 0.5), 600);
+    }
+
+    #[test]
+    fn exponential_jitter_is_ten_percent_either_way_and_never_past_the_cap() {
+        let r = exponential(10, 43_200);
+        // Receive 5: 10 × 2^4 = 160 s, so 144..=176.
+        assert_eq!(r.wait_s(5, 0.0), 144);
+        assert_eq!(r.wait_s(5, 0.999_999), 176);
+        let samples: Vec<u32> = (0..1000)
+            .map(|i| r.wait_s(5, f64::from(i) / 1000.0))
+            .collect();
+        assert!(samples.iter().all(|s| (144..=176).contains(s)));
+        assert!(samples.iter().any(|s| *s < 150) && samples.iter().any(|s| *s > 170));
+        let capped = exponential(10, 100);
+        assert_eq!(capped.wait_s(10, 0.0), 90);
+        assert_eq!(capped.wait_s(10, 0.999), 100);
+        // The cap can never exceed what SQS takes.
+        let wide = exponential(43_200, 43_200);
+        assert_eq!(wide.wait_s(3, 0.999), MAX_VISIBILITY_S);
+    }
+
+    #[test]
+    fn the_backoff_applies_to_failures_but_retry_after_still_wins() {
+        let c = SuccessCodes::Only200;
+        let r = exponential(2, 600);
+        assert_eq!(settle(&status(500), c, r, 4, 0.5), Settlement::Retry(16));
+        assert_eq!(
+            settle(&Outcome::TimedOut, c, r, 3, 0.5),
+            Settlement::Retry(8)
+        );
+        let asked = Outcome::Status {
+            status: 429,
+            retry_after_s: Some(5),
+        };
+        assert_eq!(settle(&asked, c, r, 9, 0.5), Settlement::Retry(5));
+        assert_eq!(settle(&status(200), c, r, 9, 0.5), Settlement::Delete);
     }
 
     #[test]

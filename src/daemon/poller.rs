@@ -3,7 +3,9 @@
 //! settler (which keeps it invisible from this moment until it is settled),
 //! and starts its delivery. Messages of one FIFO group go to a single task
 //! that delivers them in order. Several pollers run when `http_connections`
-//! exceeds one batch.
+//! exceeds one batch. A poller receives nothing while the application is
+//! unavailable (the [`Gate`]), and under a rate limit no more than can
+//! start within about a second (the [`Pacer`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::deliver::{Dispatcher, Held};
+use super::gate::Gate;
 use super::message::Incoming;
+use super::pace::{Pacer, HORIZON};
 use super::room::Room;
 use crate::admin::health::Health;
 use crate::aws::sqs_json::Received;
@@ -36,6 +40,10 @@ pub struct Visibility {
     pub receive_s: Option<u32>,
     /// The visibility a received message gets, in seconds: the lease.
     pub lease_s: u32,
+    /// The visibility timeout in effect (`visibility_timeout`, or the
+    /// queue's own): how long a message may be held in all before it is
+    /// given back unsettled.
+    pub timeout_s: u32,
 }
 
 impl Visibility {
@@ -55,6 +63,10 @@ pub struct Poller {
     pub room: Arc<Room>,
     pub visibility: Visibility,
     pub health: Arc<Health>,
+    /// Open while the application is available.
+    pub gate: Arc<Gate>,
+    /// The rate limit, when `max_rate` is set.
+    pub pacer: Option<Arc<Pacer>>,
     pub deliveries: TaskTracker,
     /// Stop receiving, and give back what has not started.
     pub stop: CancellationToken,
@@ -75,7 +87,21 @@ impl Poller {
             let room = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return,
-                n = self.room.take(MAX_BATCH, GATHER_WINDOW) => n,
+                n = async {
+                    self.gate.opened().await;
+                    self.room.take(MAX_BATCH, GATHER_WINDOW).await
+                } => n,
+            };
+            // Counted before the gate is looked at again: a receive that
+            // starts as the application goes down is waited for before
+            // messages are given back (see `Gate::receives_idle`).
+            let receiving = self.gate.receiving();
+            if !self.gate.is_open() {
+                self.room.give_back(room);
+                continue;
+            }
+            let Some(room) = self.claim_starts(room).await else {
+                return;
             };
             tracing::debug!(max = room, long, "receiving");
             let received = tokio::select! {
@@ -86,11 +112,13 @@ impl Poller {
                 // back at once; only the drain deadline cuts it.
                 _ = self.cut_receive.cancelled() => {
                     self.room.give_back(room);
+                    self.book_starts(room, 0);
                     return;
                 }
                 r = self.queue.receive(room, self.visibility.receive_s, long) => r,
             };
             let answered = Instant::now();
+            drop(receiving);
             match received {
                 Ok(received) => {
                     if backoff.failures() > 0 {
@@ -104,10 +132,12 @@ impl Poller {
                     // messages have no room and go straight back.
                     let unused = room.saturating_sub(messages.len());
                     self.room.give_back(unused);
-                    self.dispatch(messages, room, answered);
+                    let starts = self.book_starts(room, messages.len().min(room));
+                    self.dispatch(messages, room, answered, starts);
                 }
                 Err(e) => {
                     self.room.give_back(room);
+                    self.book_starts(room, 0);
                     long = false;
                     self.health.receive_failed(&e.message);
                     let delay = backoff.next_delay();
@@ -122,9 +152,51 @@ impl Poller {
         }
     }
 
+    /// Under a rate limit, narrows `room` to the starts that fall within
+    /// the horizon, waiting until there is at least one, and gives back the
+    /// rest of the room. `None` when the daemon stops meanwhile.
+    async fn claim_starts(&self, room: usize) -> Option<usize> {
+        let Some(pacer) = &self.pacer else {
+            return Some(room);
+        };
+        loop {
+            match pacer.claim(room, HORIZON, Instant::now()) {
+                Ok(claimed) => {
+                    self.room.give_back(room - claimed);
+                    return Some(claimed);
+                }
+                Err(wait) => {
+                    tokio::select! {
+                        _ = self.stop.cancelled() => {
+                            self.room.give_back(room);
+                            return None;
+                        }
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the claim of `claimed` starts: books one for each of the `got`
+    /// messages received (their turns, in order) and frees the rest.
+    fn book_starts(&self, claimed: usize, got: usize) -> Vec<Instant> {
+        match &self.pacer {
+            Some(pacer) => pacer.book(claimed, got, Instant::now()),
+            None => Vec::new(),
+        }
+    }
+
     /// Hands every message to the settler, then starts deliveries: one task
-    /// per message, or per FIFO group (in the order received).
-    fn dispatch(&self, messages: Vec<Incoming>, room: usize, answered: Instant) {
+    /// per message, or per FIFO group (in the order received), each at its
+    /// turn in `starts` when there is a rate limit.
+    fn dispatch(
+        &self,
+        messages: Vec<Incoming>,
+        room: usize,
+        answered: Instant,
+        starts: Vec<Instant>,
+    ) {
         let dispatcher = &self.dispatcher;
         dispatcher.metrics.received.inc_by(messages.len() as u64);
         let deadline = self.visibility.deadline(answered);
@@ -140,6 +212,7 @@ impl Poller {
             let held = Held {
                 place: self.room.place(),
                 msg,
+                start_at: starts.get(i).copied(),
             };
             if self.stop.is_cancelled() {
                 dispatcher.give_back(&held.msg, "shutting down");
@@ -215,12 +288,14 @@ mod tests {
         let v = Visibility {
             receive_s: Some(30),
             lease_s: 30,
+            timeout_s: 300,
         };
         let t = Instant::now();
         assert_eq!(v.deadline(t), t + Duration::from_secs(29));
         let short = Visibility {
             receive_s: Some(1),
             lease_s: 1,
+            timeout_s: 1,
         };
         assert_eq!(short.deadline(t), t + Duration::from_millis(500));
     }

@@ -17,13 +17,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::deliver::Dispatcher;
+use super::gate::{self, Gate};
 use super::message::Template;
+use super::pace::Pacer;
+use super::policy::Retry;
 use super::poller::{poller_count, Poller, Visibility};
 use super::room::Room;
 use super::settle::{Settler, SettlerTask, Terms};
 use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
+use crate::app::probe::Probe;
 use crate::app::AppClient;
 use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
@@ -54,6 +58,8 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot probe the application: {0}")]
+    Probe(String),
     #[error("cannot set up local mode: {0}")]
     Local(String),
     #[error("cannot use the SQS endpoint: {0}")]
@@ -72,7 +78,8 @@ impl RunError {
             RunError::Queue(_)
             | RunError::Endpoint(_)
             | RunError::CronFile(_)
-            | RunError::CronTable(_) => 64,
+            | RunError::CronTable(_)
+            | RunError::Probe(_) => 64,
             RunError::Unsettled(_) => EXIT_UNSETTLED,
             _ => 1,
         }
@@ -134,7 +141,11 @@ fn plan_visibility(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<V
         l => effective.min(l),
     };
     let receive_s = (timeout != 0 || lease_s != effective).then_some(lease_s);
-    Some(Visibility { receive_s, lease_s })
+    Some(Visibility {
+        receive_s,
+        lease_s,
+        timeout_s: effective,
+    })
 }
 
 /// How long startup waits for DynamoDB to answer about the cron table.
@@ -239,6 +250,20 @@ pub async fn run(
     ));
     let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, table_check));
 
+    // Nothing is received until the application is reached.
+    let gate = Arc::new(Gate::new(health.clone(), metrics.clone()));
+    let probe = Probe::new(&config).map_err(RunError::Probe)?;
+    let watcher_stop = CancellationToken::new();
+    let watcher = tokio::spawn(gate::watch(
+        gate.clone(),
+        Arc::new(probe),
+        config
+            .health_url
+            .is_some()
+            .then_some(config.health_interval),
+        watcher_stop.clone(),
+    ));
+
     let (settler, settler_task) = Settler::spawn(
         Arc::new(queue.clone()),
         Terms {
@@ -257,12 +282,25 @@ pub async fn run(
             config.queue_name(),
         ),
         success_codes: config.success_codes,
-        error_visibility_s: config.error_visibility_timeout,
+        retry: Retry {
+            error_visibility_s: config.error_visibility_timeout,
+            backoff: config.retry_backoff,
+            max_error_visibility_s: config.max_error_visibility,
+        },
         retention: config.retention_period,
         settler,
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
         connections: Arc::new(Semaphore::new(config.http_connections)),
+        gate: gate.clone(),
+        hold_limit: std::time::Duration::from_secs(u64::from(visibility.timeout_s)),
+    });
+    let pacer = (config.max_rate > 0.0).then(|| {
+        Arc::new(Pacer::new(
+            config.max_rate,
+            Pacer::burst_for(config.max_rate, config.http_connections),
+            tokio::time::Instant::now(),
+        ))
     });
 
     let room = Room::new(config.http_connections);
@@ -278,6 +316,8 @@ pub async fn run(
                 room: room.clone(),
                 visibility,
                 health: health.clone(),
+                gate: gate.clone(),
+                pacer: pacer.clone(),
                 deliveries: deliveries.clone(),
                 stop: shutdown.clone(),
                 abort: abort.clone(),
@@ -297,6 +337,7 @@ pub async fn run(
         http_connections = config.http_connections,
         pollers = count,
         lease_s = visibility.lease_s,
+        max_rate = config.max_rate,
         "sqsd started"
     );
 
@@ -330,6 +371,8 @@ pub async fn run(
         settler: settler_task,
     };
     let (unsettled, _) = tokio::join!(stopping.drain(config.drain_timeout), scheduler_task);
+    watcher_stop.cancel();
+    let _ = watcher.await;
     if unsettled > 0 && result.is_ok() {
         result = Err(RunError::Unsettled(unsettled));
     }

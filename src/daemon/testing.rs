@@ -180,17 +180,24 @@ pub fn rig(app: Arc<FakeApp>) -> Rig {
         },
         metrics.clone(),
     );
+    let gate = Arc::new(crate::daemon::gate::Gate::new(
+        Arc::new(crate::admin::health::Health::default()),
+        metrics.clone(),
+    ));
+    gate.open();
     Rig {
         dispatcher: Dispatcher {
             http: app,
             template: Template::new("http://127.0.0.1:9", "/work", "application/json", "q"),
             success_codes: SuccessCodes::Only200,
-            error_visibility_s: 7,
+            retry: crate::daemon::policy::Retry::fixed(7),
             retention: Duration::from_secs(60),
             settler,
             metrics,
             clock: Arc::new(crate::time::SystemClock),
             connections: Arc::new(Semaphore::new(10)),
+            gate,
+            hold_limit: Duration::from_secs(300),
         },
         sqs,
         room: Room::new(10),
@@ -218,6 +225,7 @@ impl Rig {
                 ..Incoming::default()
             },
             place: self.room.place(),
+            start_at: None,
         }
     }
 

@@ -82,6 +82,8 @@ pub struct App {
     completed: Arc<AtomicUsize>,
     current: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
+    /// Fires to take the application down: its port then refuses.
+    down: tokio_util::sync::CancellationToken,
 }
 
 impl App {
@@ -113,28 +115,56 @@ impl App {
             completed: Arc::default(),
             current: Arc::default(),
             peak: Arc::default(),
+            down: tokio_util::sync::CancellationToken::new(),
         };
         let state = app.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let accepted = tokio::select! {
+                    _ = state.down.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((stream, _)) = accepted else {
                     continue;
                 };
                 let state = state.clone();
                 let script = script.clone();
                 tokio::spawn(async move {
+                    let down = state.down.clone();
                     let service = service_fn(move |req| {
                         let state = state.clone();
                         let script = script.clone();
                         async move { Ok::<_, Infallible>(state.answer(req, &*script).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let serve = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = serve => {}
+                        _ = down.cancelled() => {}
+                    }
                 });
             }
         });
         app
+    }
+
+    /// Takes the application down, as a crash or a restart would: the
+    /// listener closes (its port refuses connections) and so does every
+    /// open connection. `App::start_on(app.addr, …)` brings it back.
+    pub async fn stop(&self) {
+        self.down.cancel();
+        // The port refuses once the accept loop has dropped the listener.
+        super::eventually(
+            Duration::from_secs(5),
+            "the application's port to refuse",
+            || async {
+                tokio::net::TcpStream::connect(self.addr)
+                    .await
+                    .is_err()
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     async fn answer(

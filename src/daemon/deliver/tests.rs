@@ -43,7 +43,7 @@ async fn each_outcome_settles_as_the_contract_says() {
         delete("ok"),
         visible_after("busy", 17),
         visible_after("broken", 7),
-        visible_after("down", 7),
+        visible_after("down", 0),
     ];
     expected.sort();
     assert_eq!(settled, expected);
@@ -151,4 +151,120 @@ async fn a_message_past_retention_on_sqs_clock_is_deleted_unsent() {
     settled.sort();
     assert_eq!(settled, vec![delete("old"), delete("unknown")]);
     assert!(r.sqs.calls().iter().all(|c| c.kind == Kind::Delete));
+}
+
+/// An application that refuses connections until `up` is set.
+fn refusing_until(up: Arc<std::sync::atomic::AtomicBool>) -> Arc<FakeApp> {
+    FakeApp::new(move |_| {
+        let result = if up.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(answer(200))
+        } else {
+            Err(Failure::Connect("connection refused".into()))
+        };
+        (Duration::from_millis(1), result)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_post_waits_held_and_is_delivered_when_the_application_is_back() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = refusing_until(up.clone());
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    // A receive of this daemon is under way: giving the message back now
+    // would let it catch the message again.
+    let receiving = r.dispatcher.gate.receiving();
+    let list = vec![r.held("a", Some("g")).await, r.held("b", Some("g")).await];
+    let dispatcher = &r.dispatcher;
+    let delivery = dispatcher.deliver_in_order(list, &never, &never);
+    let reopen = async {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !dispatcher.gate.is_open(),
+            "the refused POST closed the gate"
+        );
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        dispatcher.gate.open();
+    };
+    tokio::join!(delivery, reopen);
+    drop(receiving);
+    let posted: Vec<String> = app.seen().into_iter().map(|s| s.msgid).collect();
+    assert_eq!(posted, vec!["a", "a", "b"], "a again once back, then b");
+    let mut settled = r.settled().await;
+    settled.sort();
+    assert_eq!(settled, vec![delete("a"), delete("b")]);
+    assert_eq!(r.dispatcher.metrics.released.get(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_application_is_down_messages_are_given_back_once_no_receive_is_under_way() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = refusing_until(up);
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    let receiving = r.dispatcher.gate.receiving();
+    let first = r.held("first", None).await;
+    let waiting = r.held("waiting", None).await;
+    let dispatcher = &r.dispatcher;
+    let t0 = Instant::now();
+    let deliveries = async {
+        tokio::join!(
+            dispatcher.deliver_in_order(vec![first], &never, &never),
+            async {
+                // Starts once the gate is closed: never POSTed.
+                dispatcher.gate.closed().await;
+                dispatcher
+                    .deliver_in_order(vec![waiting], &never, &never)
+                    .await
+            }
+        )
+    };
+    let receive_ends = async {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        drop(receiving);
+    };
+    tokio::join!(deliveries, receive_ends);
+    assert!(
+        t0.elapsed() >= Duration::from_secs(15),
+        "given back before the receive ended"
+    );
+    let posted: Vec<String> = app.seen().into_iter().map(|s| s.msgid).collect();
+    assert_eq!(posted, vec!["first"]);
+    let mut settled = settlements(r.settled().await);
+    settled.sort();
+    // Both visible at once, neither waiting out error_visibility_timeout.
+    assert_eq!(
+        settled,
+        vec![visible_after("first", 0), visible_after("waiting", 0)]
+    );
+    assert_eq!(r.dispatcher.metrics.released.get(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_held_for_an_unavailable_application_goes_back_at_its_visibility_timeout() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = refusing_until(up);
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    // A receive that never ends (as if stuck): the hold limit still ends it.
+    let _receiving = r.dispatcher.gate.receiving();
+    let held = r.held("stuck", None).await;
+    let t0 = Instant::now();
+    r.dispatcher
+        .deliver_in_order(vec![held], &never, &never)
+        .await;
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(299) && waited <= Duration::from_secs(301),
+        "{waited:?}"
+    );
+    let told = r.settled().await;
+    // Its lease was renewed meanwhile, then it went back.
+    assert!(told.len() > 2, "{told:?}");
+    assert_eq!(settlements(told), vec![visible_after("stuck", 0)]);
+}
+
+/// What SQS was told, less the lease renewals (30 s in the rig).
+fn settlements(told: Vec<(String, Option<u32>)>) -> Vec<(String, Option<u32>)> {
+    told.into_iter().filter(|(_, v)| *v != Some(30)).collect()
 }
