@@ -51,7 +51,7 @@ enum Attempt {
     /// Settled; true when deleted.
     Settled(bool),
     /// It could not connect: the message, unsettled.
-    Unreachable(Incoming),
+    Unreachable(Box<Incoming>),
 }
 
 /// A received message and its place in the room.
@@ -123,7 +123,7 @@ impl Dispatcher {
                     drop(connection);
                     match attempt {
                         Attempt::Settled(deleted) => return deleted,
-                        Attempt::Unreachable(m) => msg = m,
+                        Attempt::Unreachable(m) => msg = *m,
                     }
                 }
                 Some(None) => {}
@@ -209,7 +209,7 @@ impl Dispatcher {
             if held_for + elapsed < self.hold_limit {
                 tracing::debug!(message_id = %msg.id, error = %e,
                     "POST could not connect; the message waits for the application");
-                return Attempt::Unreachable(msg);
+                return Attempt::Unreachable(Box::new(msg));
             }
         }
         let receive_count = msg.receive_count.unwrap_or(1);

@@ -166,7 +166,7 @@ pub async fn watch(
             match probed {
                 Ok(()) => break,
                 Err(e) => {
-                    if reminded.is_none_or(|at| at.elapsed() >= WAITING_REMINDER) {
+                    if !reminded.is_some_and(|at| at.elapsed() < WAITING_REMINDER) {
                         tracing::warn!(error = %e, waiting_s = since.elapsed().as_secs(),
                             "waiting for the application at {target}");
                         reminded = Some(Instant::now());
