@@ -280,3 +280,156 @@ async fn retention_is_judged_on_sqs_clock_even_with_a_host_clock_behind() {
     .await;
     assert_eq!(app.count(), 0, "an expired message is deleted unsent");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_caught_by_a_long_poll_whose_link_broke_is_back_within_the_lease() {
+    let queue = TestQueue::new("pollcut").await;
+    let app = App::ok().await;
+    let proxy = Proxy::start(&common::endpoint()).await;
+    let mut a = via_proxy(&queue, &app, &proxy);
+    a.extend(
+        [
+            "--http-connections",
+            "1",
+            "--visibility-timeout",
+            "300",
+            "--visibility-lease",
+            "5",
+        ]
+        .map(String::from),
+    );
+    let d = Daemon::start(a).await;
+    d.wait_ready(WAIT).await;
+    // The daemon's only poller has a long poll open at SQS.
+    d.wait_log("long=true", WAIT).await;
+    proxy.cut_leaving_server_side_open();
+    // Sent while the link is down: only the orphaned long poll is waiting
+    // at SQS, so SQS hands the message to it, and the answer is lost.
+    let id = queue.send("caught by a dead poll").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.set_up(true);
+    let back = std::time::Instant::now();
+    let seen = eventually(WAIT, "the message delivered", || async {
+        app.for_message(&id).first().cloned()
+    })
+    .await;
+    let after = back.elapsed();
+    // It went out once on the dead link, so this is its second receive.
+    assert!(
+        seen.receive_count() >= 2,
+        "receive count {}",
+        seen.receive_count()
+    );
+    // Back within the lease (5 s) plus a margin, not after 300 s.
+    assert!(
+        after <= Duration::from_secs(5 + 10),
+        "delivered {after:?} after the link returned"
+    );
+    queue.wait_empty(WAIT).await;
+}
+
+/// Sends `n` messages, and starts a daemon whose application holds each
+/// POST for a long time, and kills it (-9) once it holds `held` of them.
+/// Returns the ids, the ids held at the kill and when it died.
+async fn kill_under_load(
+    queue: &TestQueue,
+    app: &App,
+    extra: &[&str],
+    held: usize,
+) -> (Vec<String>, Vec<String>, std::time::Instant) {
+    let ids = queue.send_many(30, |i| format!("load {i}")).await;
+    let mut a = base_args(queue, &app.url());
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(["--http-connections".into(), "10".into()]);
+    let mut d = Daemon::start(a).await;
+    let seen = app.wait_requests(held, WAIT).await;
+    d.kill9();
+    let killed = std::time::Instant::now();
+    let held_ids = seen.iter().map(|r| r.msgid()).collect();
+    (ids, held_ids, killed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_kill_9_under_load_every_message_is_delivered_within_the_lease() {
+    let queue = TestQueue::new("kill9").await;
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let answer = slow.clone();
+    let app = App::start(move |_| {
+        if answer.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(200).after(Duration::from_secs(600))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let (ids, held, killed) = kill_under_load(
+        &queue,
+        &app,
+        &["--visibility-timeout", "300", "--visibility-lease", "10"],
+        10,
+    )
+    .await;
+    assert!(held.len() >= 10);
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    let d = Daemon::start(base_args(&queue, &app.url())).await;
+    queue.wait_empty(Duration::from_secs(60)).await;
+    let after = killed.elapsed();
+    assert!(
+        after <= Duration::from_secs(40),
+        "all delivered {after:?} after the kill"
+    );
+    // Every message reached the application once the daemon was back.
+    for id in &ids {
+        assert!(!app.for_message(id).is_empty(), "{id} never delivered");
+    }
+    assert_eq!(
+        d.metric("sqsd_messages_deleted_total").await,
+        ids.len() as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_leases_messages_held_at_a_kill_9_come_back_only_after_the_visibility_timeout() {
+    let queue = TestQueue::new("kill9eb").await;
+    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let answer = slow.clone();
+    let app = App::start(move |_| {
+        if answer.load(std::sync::atomic::Ordering::SeqCst) {
+            Reply::status(200).after(Duration::from_secs(600))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    let (_, held, killed) = kill_under_load(
+        &queue,
+        &app,
+        &["--visibility-timeout", "30", "--visibility-lease", "0"],
+        10,
+    )
+    .await;
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    let before = app.count();
+    let _d = Daemon::start(base_args(&queue, &app.url())).await;
+    // The held messages come back only when the 30 s visibility runs out.
+    let again = eventually(
+        Duration::from_secs(90),
+        "a held message delivered again",
+        || {
+            let requests = app.requests();
+            let held = held.clone();
+            async move {
+                requests[before..]
+                    .iter()
+                    .find(|r| held.contains(&r.msgid()))
+                    .map(|r| r.at)
+            }
+        },
+    )
+    .await;
+    let after = again.duration_since(killed);
+    assert!(
+        after >= Duration::from_secs(20),
+        "a held message was back {after:?} after the kill, before its visibility timeout"
+    );
+}
