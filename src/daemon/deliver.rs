@@ -19,6 +19,7 @@ use super::room::Place;
 use super::settle::{Action, Settler};
 use crate::admin::metrics::Metrics;
 use crate::app::{Application, Failure};
+use crate::aws::dead_letter::{Copy, DeadLetterSink, NotSent};
 use crate::config::SuccessCodes;
 use crate::time::Clock;
 
@@ -34,6 +35,14 @@ pub struct Dispatcher {
     pub clock: Arc<dyn Clock>,
     /// One per POST in flight: `http_connections` of them.
     pub connections: Arc<Semaphore>,
+    /// `dead_letter_codes` and their queue; `None` when the list is empty.
+    pub dead_letters: Option<DeadLetters>,
+}
+
+/// The statuses that dead-letter a message, and where copies go.
+pub struct DeadLetters {
+    pub codes: Vec<u16>,
+    pub queue: Arc<dyn DeadLetterSink>,
 }
 
 /// A received message and its place in the room.
@@ -114,7 +123,14 @@ impl Dispatcher {
         let label = outcome.label(self.success_codes);
         self.metrics.delivered.with_label_values(&[label]).inc();
 
-        match policy::settle(&outcome, self.success_codes, self.error_visibility_s) {
+        let dead_letter_codes = self.dead_letters.as_ref().map_or(&[][..], |d| &d.codes[..]);
+        match policy::settle_or_dead_letter(
+            &outcome,
+            self.success_codes,
+            self.error_visibility_s,
+            dead_letter_codes,
+        ) {
+            Settlement::DeadLetter(status) => self.dead_letter(msg, status).await,
             Settlement::Delete => {
                 self.settler.settle(msg.key, Action::Delete);
                 true
@@ -141,6 +157,50 @@ impl Dispatcher {
                 );
                 self.settler
                     .settle(msg.key, Action::ChangeVisibility(after_s));
+                false
+            }
+        }
+    }
+
+    /// Copies a message the application says can never succeed to the
+    /// dead-letter queue, then deletes it; true when deleted. A copy SQS
+    /// did not take leaves the message to the ordinary retry path: it is
+    /// never deleted without a copy.
+    async fn dead_letter(&self, msg: Incoming, status: u16) -> bool {
+        let receive_count = msg.receive_count.unwrap_or(0);
+        let sent = match &self.dead_letters {
+            Some(d) => {
+                let copy = Copy {
+                    body: &msg.body,
+                    attributes: &msg.message_attributes,
+                    message_id: &msg.id,
+                    group_id: msg.group_id.as_deref(),
+                    receive_count,
+                    status,
+                    at_ms: self.clock.now_ms(),
+                };
+                d.queue.send(copy).await
+            }
+            None => Err(NotSent("no dead-letter queue".into())),
+        };
+        match sent {
+            Ok(()) => {
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[&status.to_string()])
+                    .inc();
+                tracing::warn!(message_id = %msg.id, status, receive_count,
+                    "the application's answer is in dead_letter_codes: message copied to the dead-letter queue; deleting it");
+                self.settler.settle(msg.key, Action::Delete);
+                true
+            }
+            Err(e) => {
+                self.metrics.dead_letter_failures.inc();
+                tracing::warn!(message_id = %msg.id, status, receive_count, error = %e,
+                    retry_in_s = self.error_visibility_s,
+                    "could not copy the message to the dead-letter queue; it stays in the queue and will be visible again");
+                self.settler
+                    .settle(msg.key, Action::ChangeVisibility(self.error_visibility_s));
                 false
             }
         }

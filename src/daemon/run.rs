@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::deliver::Dispatcher;
+use super::deliver::{DeadLetters, Dispatcher};
 use super::message::Template;
 use super::poller::{poller_count, Poller, Visibility};
 use super::room::Room;
@@ -25,6 +25,7 @@ use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
 use crate::app::AppClient;
+use crate::aws::dead_letter::{DeadLetterError, DeadLetterQueue};
 use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::Config;
@@ -43,6 +44,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("a receive loop stopped unexpectedly")]
@@ -70,6 +73,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Queue(_)
+            | RunError::DeadLetter(_)
             | RunError::Endpoint(_)
             | RunError::CronFile(_)
             | RunError::CronTable(_) => 64,
@@ -194,6 +198,30 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     queue::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
+    let dead_letters = if config.dead_letter_codes.is_empty() {
+        None
+    } else {
+        let found = DeadLetterQueue::find(
+            sdk.clone(),
+            &config.queue_url,
+            &attributes,
+            config.queue_name(),
+            metrics.clone(),
+        );
+        let dlq = tokio::select! {
+            found = found => found?,
+            _ = shutdown.cancelled() => {
+                admin_stop.cancel();
+                return Ok(());
+            }
+        };
+        tracing::info!(dead_letter_queue = %dlq.url, codes = ?config.dead_letter_codes,
+            "answers in dead_letter_codes send messages to the dead-letter queue");
+        Some(DeadLetters {
+            codes: config.dead_letter_codes.clone(),
+            queue: Arc::new(dlq) as Arc<dyn crate::aws::dead_letter::DeadLetterSink>,
+        })
+    };
 
     // Still to be done by the scheduler: `Some(create)`.
     let mut table_check = None;
@@ -263,6 +291,7 @@ pub async fn run(
         metrics: metrics.clone(),
         clock: Arc::new(SystemClock),
         connections: Arc::new(Semaphore::new(config.http_connections)),
+        dead_letters,
     });
 
     let room = Room::new(config.http_connections);

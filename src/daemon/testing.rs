@@ -191,6 +191,7 @@ pub fn rig(app: Arc<FakeApp>) -> Rig {
             metrics,
             clock: Arc::new(crate::time::SystemClock),
             connections: Arc::new(Semaphore::new(10)),
+            dead_letters: None,
         },
         sqs,
         room: Room::new(10),
