@@ -197,7 +197,6 @@ pub async fn run(
         url: config.queue_url.clone(),
         metrics: metrics.clone(),
     };
-    queue::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
     let dead_letters = if config.dead_letter_codes.is_empty() {
         None
     } else {
@@ -222,6 +221,8 @@ pub async fn run(
             queue: Arc::new(dlq) as Arc<dyn crate::aws::dead_letter::DeadLetterSink>,
         })
     };
+
+    queue::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
 
     // Still to be done by the scheduler: `Some(create)`.
     let mut table_check = None;
