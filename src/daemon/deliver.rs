@@ -130,7 +130,7 @@ impl Dispatcher {
             self.error_visibility_s,
             dead_letter_codes,
         ) {
-            Settlement::DeadLetter(status) => self.dead_letter(msg, status).await,
+            Settlement::DeadLetter(status) => self.dead_letter(msg, status, abort).await,
             Settlement::Delete => {
                 self.settler.settle(msg.key, Action::Delete);
                 true
@@ -165,8 +165,9 @@ impl Dispatcher {
     /// Copies a message the application says can never succeed to the
     /// dead-letter queue, then deletes it; true when deleted. A copy SQS
     /// did not take leaves the message to the ordinary retry path: it is
-    /// never deleted without a copy.
-    async fn dead_letter(&self, msg: Incoming, status: u16) -> bool {
+    /// never deleted without a copy. `abort` cuts a send short, as it does
+    /// a POST, so the drain deadline holds.
+    async fn dead_letter(&self, msg: Incoming, status: u16, abort: &CancellationToken) -> bool {
         let receive_count = msg.receive_count.unwrap_or(0);
         let sent = match &self.dead_letters {
             Some(d) => {
@@ -179,7 +180,10 @@ impl Dispatcher {
                     status,
                     at_ms: self.clock.now_ms(),
                 };
-                d.queue.send(copy).await
+                tokio::select! {
+                    sent = d.queue.send(copy) => sent,
+                    _ = abort.cancelled() => Err(NotSent("drain timeout: send abandoned".into())),
+                }
             }
             None => Err(NotSent("no dead-letter queue".into())),
         };

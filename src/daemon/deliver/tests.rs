@@ -153,10 +153,12 @@ async fn a_message_past_retention_on_sqs_clock_is_deleted_unsent() {
     assert!(r.sqs.calls().iter().all(|c| c.kind == Kind::Delete));
 }
 
-/// A dead-letter queue that takes every copy but those of `refuse`, and
-/// records what it was sent: message id, status and group.
+/// A dead-letter queue that takes every copy but those of `refuse`, takes
+/// an hour to answer for `hang`, and records what it took: message id, status and
+/// group.
 struct FakeDeadLetters {
     refuse: &'static str,
+    hang: &'static str,
     sent: std::sync::Mutex<Vec<(String, u16, Option<String>)>>,
 }
 
@@ -164,6 +166,10 @@ impl DeadLetterSink for FakeDeadLetters {
     fn send<'a>(&'a self, copy: Copy<'a>) -> crate::aws::dead_letter::Sending<'a> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            if copy.message_id == self.hang {
+                // Paused time: an hour passes at once if nothing cuts it.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
             if copy.message_id == self.refuse {
                 return Err(NotSent("refused".into()));
             }
@@ -188,6 +194,7 @@ async fn a_listed_status_deletes_only_after_its_copy_was_taken() {
     let mut r = rig(app.clone());
     let sink = Arc::new(FakeDeadLetters {
         refuse: "refused",
+        hang: "",
         sent: Default::default(),
     });
     r.dispatcher.dead_letters = Some(DeadLetters {
@@ -217,4 +224,37 @@ async fn a_listed_status_deletes_only_after_its_copy_was_taken() {
     let metrics = &r.dispatcher.metrics;
     assert_eq!(metrics.dead_lettered.with_label_values(&["410"]).get(), 1);
     assert_eq!(metrics.dead_letter_failures.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_cuts_a_hanging_copy_short_and_keeps_the_message() {
+    let mut r = rig(FakeApp::status(410, Duration::from_millis(5)));
+    let sink = Arc::new(FakeDeadLetters {
+        refuse: "",
+        hang: "slow",
+        sent: Default::default(),
+    });
+    r.dispatcher.dead_letters = Some(DeadLetters {
+        codes: vec![410],
+        queue: sink.clone(),
+    });
+    let never = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let held = r.held("slow", None).await;
+    let started = Instant::now();
+    let cut = abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cut.cancel();
+    });
+    r.dispatcher
+        .deliver_in_order(vec![held], &never, &abort)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.settled().await, vec![visible_after("slow", 7)]);
+    assert_eq!(r.dispatcher.metrics.dead_letter_failures.get(), 1);
 }
