@@ -218,7 +218,7 @@ pub async fn run(
             "answers in dead_letter_codes send messages to the dead-letter queue");
         Some(DeadLetters {
             codes: config.dead_letter_codes.clone(),
-            queue: Arc::new(dlq) as Arc<dyn crate::aws::dead_letter::DeadLetterSink>,
+            queue: Arc::new(dlq),
         })
     };
 
