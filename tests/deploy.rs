@@ -272,8 +272,11 @@ fn iam_policy_names_exactly_the_calls_the_daemon_makes() {
     let mut files = Vec::new();
     rust_files(&repo().join("src"), &mut files);
     let mut called = BTreeSet::new();
+    // The calls made on the dead-letter queue, which has a statement of its own.
+    let mut dead_letter_calls = BTreeSet::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
+        let on_dead_letter_queue = file.ends_with("src/aws/dead_letter.rs");
         for (ops, service) in [(&sqs_ops, "sqs"), (&dynamodb_ops, "dynamodb")] {
             for op in ops.iter() {
                 // An SDK call, or one made directly in the JSON protocol
@@ -288,17 +291,40 @@ fn iam_policy_names_exactly_the_calls_the_daemon_makes() {
                         "sqs" => action.trim_end_matches("Batch").to_string(),
                         _ => action,
                     };
+                    if on_dead_letter_queue {
+                        dead_letter_calls.insert(format!("{service}:{action}"));
+                    }
                     called.insert(format!("{service}:{action}"));
                 }
             }
         }
     }
     assert!(called.contains("sqs:ReceiveMessage"), "{called:?}");
+    assert!(
+        dead_letter_calls.contains("sqs:SendMessage"),
+        "{dead_letter_calls:?}"
+    );
 
     let policy = json("deploy/iam/sqsd-policy.json");
     assert_eq!(policy["Version"], "2012-10-17");
     let mut granted = BTreeSet::new();
+    let mut resources = BTreeSet::new();
     for statement in policy["Statement"].as_array().unwrap() {
+        if statement["Sid"] == "DeadLetterQueue" {
+            let on_dlq: BTreeSet<String> = statement["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                on_dlq, dead_letter_calls,
+                "dead-letter queue statement vs the calls of src/aws/dead_letter.rs"
+            );
+        }
+        if statement["Sid"] == "WorkerQueue" || statement["Sid"] == "DeadLetterQueue" {
+            resources.insert(statement["Resource"].as_str().unwrap().to_string());
+        }
         assert_eq!(statement["Effect"], "Allow");
         let resource = statement["Resource"]
             .as_str()
@@ -321,6 +347,11 @@ fn iam_policy_names_exactly_the_calls_the_daemon_makes() {
         }
     }
     assert_eq!(granted, called, "policy actions vs SDK calls in src/");
+    assert_eq!(
+        resources.len(),
+        2,
+        "a worker queue statement and a dead-letter queue statement, on two queues"
+    );
 }
 
 // ----------------------------------------------------------------------- ECS

@@ -26,6 +26,8 @@ pub struct Metrics {
     /// for it.
     pub app_available: IntGauge,
     pub released: IntCounter,
+    pub dead_lettered: IntCounterVec,
+    pub dead_letter_failures: IntCounter,
     pub tasks_enqueued: IntCounterVec,
     pub ticks_claimed: IntCounterVec,
     pub ticks_lost: IntCounterVec,
@@ -151,6 +153,17 @@ impl Metrics {
                 &r,
                 "sqsd_messages_released_total",
                 "Messages made visible again at shutdown without being delivered",
+            ),
+            dead_lettered: counter_vec(
+                &r,
+                "sqsd_messages_dead_lettered_total",
+                "Messages copied to the dead-letter queue and deleted, by the application's status",
+                &["status"],
+            ),
+            dead_letter_failures: counter(
+                &r,
+                "sqsd_dead_letter_failures_total",
+                "Dead-letter copies SQS did not take; each message was left to the ordinary retry path",
             ),
             tasks_enqueued: counter_vec(
                 &r,

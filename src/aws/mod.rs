@@ -1,6 +1,7 @@
 //! Everything that speaks to AWS for the daemon: the SDK setup from the
 //! standard AWS chain ([`setup`]), the worker queue's startup check and its
-//! receive call ([`queue`]), the direct JSON-protocol client of the hot path
+//! receive call ([`queue`]), its dead-letter queue for `dead_letter_codes`
+//! ([`dead_letter`]), the direct JSON-protocol client of the hot path
 //! ([`sqs_json`]) and the credentials it signs with ([`credentials`]), and
 //! the classification of failed calls ([`error`]).
 //!
@@ -8,6 +9,7 @@
 //! `http1` pool. Knows nothing of the application or of settling rules.
 
 pub mod credentials;
+pub mod dead_letter;
 pub mod error;
 pub mod queue;
 pub mod setup;

@@ -474,12 +474,16 @@ pub struct SystemAttributes {
     pub group_id: Option<String>,
 }
 
-/// A message attribute; binary values are not passed on, so not read.
-#[derive(Deserialize)]
+/// A message attribute as SQS gave it: its type (custom ones like
+/// `Number.int` included) and its value, a string or base64 binary. Kept
+/// whole for dead-letter copies; only String and Number ones become headers.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
 pub struct WireAttribute {
     pub data_type: String,
     pub string_value: Option<String>,
+    /// Base64, as the JSON protocol carries it.
+    pub binary_value: Option<String>,
 }
 
 /// One entry of a delete or visibility batch.

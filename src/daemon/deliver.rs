@@ -23,6 +23,7 @@ use super::room::Place;
 use super::settle::{Action, Settler};
 use crate::admin::metrics::Metrics;
 use crate::app::{Application, Failure};
+use crate::aws::dead_letter::{Copy, DeadLetterSink, NotSent};
 use crate::config::SuccessCodes;
 use crate::time::Clock;
 
@@ -44,6 +45,14 @@ pub struct Dispatcher {
     /// Longest a message waits held for an unavailable application before
     /// it is given back: its visibility timeout.
     pub hold_limit: Duration,
+    /// `dead_letter_codes` and their queue; `None` when the list is empty.
+    pub dead_letters: Option<DeadLetters>,
+}
+
+/// The statuses that dead-letter a message, and where copies go.
+pub struct DeadLetters {
+    pub codes: Vec<u16>,
+    pub queue: Arc<dyn DeadLetterSink>,
 }
 
 /// How one POST ended for its message.
@@ -213,13 +222,18 @@ impl Dispatcher {
             }
         }
         let receive_count = msg.receive_count.unwrap_or(1);
-        match policy::settle(
+        let dead_letter_codes = self.dead_letters.as_ref().map_or(&[][..], |d| &d.codes[..]);
+        match policy::settle_or_dead_letter(
             &outcome,
             self.success_codes,
             self.retry,
             receive_count,
             fastrand::f64(),
+            dead_letter_codes,
         ) {
+            Settlement::DeadLetter(status) => {
+                Attempt::Settled(self.dead_letter(msg, status, abort).await)
+            }
             Settlement::Delete => {
                 self.settler.settle(msg.key, Action::Delete);
                 Attempt::Settled(true)
@@ -247,6 +261,55 @@ impl Dispatcher {
                 self.settler
                     .settle(msg.key, Action::ChangeVisibility(after_s));
                 Attempt::Settled(false)
+            }
+        }
+    }
+
+    /// Copies a message the application says can never succeed to the
+    /// dead-letter queue, then deletes it; true when deleted. A copy SQS
+    /// did not take leaves the message to the ordinary retry path: it is
+    /// never deleted without a copy. `abort` cuts a send short, as it does
+    /// a POST, so the drain deadline holds.
+    async fn dead_letter(&self, msg: Incoming, status: u16, abort: &CancellationToken) -> bool {
+        let receive_count = msg.receive_count.unwrap_or(0);
+        let sent = match &self.dead_letters {
+            Some(d) => {
+                let copy = Copy {
+                    body: &msg.body,
+                    attributes: &msg.message_attributes,
+                    message_id: &msg.id,
+                    group_id: msg.group_id.as_deref(),
+                    receive_count,
+                    status,
+                    at_ms: self.clock.now_ms(),
+                };
+                tokio::select! {
+                    sent = d.queue.send(copy) => sent,
+                    _ = abort.cancelled() => Err(NotSent("drain timeout: send abandoned".into())),
+                }
+            }
+            None => Err(NotSent("no dead-letter queue".into())),
+        };
+        match sent {
+            Ok(()) => {
+                self.metrics
+                    .dead_lettered
+                    .with_label_values(&[&status.to_string()])
+                    .inc();
+                tracing::warn!(message_id = %msg.id, status, receive_count,
+                    "the application's answer is in dead_letter_codes: message copied to the dead-letter queue; deleting it");
+                self.settler.settle(msg.key, Action::Delete);
+                true
+            }
+            Err(e) => {
+                self.metrics.dead_letter_failures.inc();
+                let retry_in_s = self.retry.wait_s(receive_count, fastrand::f64());
+                tracing::warn!(message_id = %msg.id, status, receive_count, error = %e,
+                    retry_in_s,
+                    "could not copy the message to the dead-letter queue; it stays in the queue and will be visible again");
+                self.settler
+                    .settle(msg.key, Action::ChangeVisibility(retry_in_s));
+                false
             }
         }
     }

@@ -15,7 +15,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::settle::Key;
 use crate::app::request::{check_path, header_value, PathError, Request};
-use crate::aws::sqs_json::WireMessage;
+use crate::aws::sqs_json::{WireAttribute, WireMessage};
 use crate::cron::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
 
 /// `User-Agent` of every POST; applications match on the `aws-sqsd/` prefix.
@@ -37,6 +37,9 @@ pub struct Incoming {
     pub group_id: Option<String>,
     /// String and Number attributes, sorted by name; Binary ones are left out.
     pub attributes: Vec<(String, String)>,
+    /// Every message attribute as received (Binary and custom types too),
+    /// sorted by name: what a dead-letter copy carries.
+    pub message_attributes: Vec<(String, WireAttribute)>,
     /// The settler's handle on this message, once it holds it.
     pub key: Key,
     /// When the receive that brought it answered, on this machine's
@@ -50,17 +53,20 @@ impl From<WireMessage> for Incoming {
     fn from(m: WireMessage) -> Self {
         let sys = m.attributes.unwrap_or_default();
         let millis = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
-        let mut attributes: Vec<(String, String)> = m
+        let mut message_attributes: Vec<(String, WireAttribute)> = m
             .message_attributes
             .unwrap_or_default()
             .into_iter()
+            .collect();
+        message_attributes.sort_by(|a, b| a.0.cmp(&b.0));
+        let attributes: Vec<(String, String)> = message_attributes
+            .iter()
             .filter(|(_, v)| {
                 let t = v.data_type.as_str();
                 t.starts_with("String") || t.starts_with("Number")
             })
-            .filter_map(|(k, v)| v.string_value.map(|s| (k, s)))
+            .filter_map(|(k, v)| v.string_value.clone().map(|s| (k.clone(), s)))
             .collect();
-        attributes.sort();
         Incoming {
             id: m.message_id.unwrap_or_default(),
             receipt_handle: m.receipt_handle.unwrap_or_default(),
@@ -72,6 +78,7 @@ impl From<WireMessage> for Incoming {
             trace_header: sys.trace_header,
             group_id: sys.group_id,
             attributes,
+            message_attributes,
             ..Incoming::default()
         }
     }

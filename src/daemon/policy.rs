@@ -53,6 +53,31 @@ pub enum Settlement {
     Delete,
     /// Make it visible again after this many seconds.
     Retry(u32),
+    /// The application answered with this status of `dead_letter_codes`:
+    /// copy the message to the dead-letter queue, then delete it.
+    DeadLetter(u16),
+}
+
+/// [`settle`], with `dead_letter_codes` (`dead_letters`) first: an answer
+/// in the list means the message can never succeed. Success codes and 429
+/// never dead-letter, whatever the list says (the configuration refuses
+/// them too).
+pub fn settle_or_dead_letter(
+    outcome: &Outcome,
+    codes: SuccessCodes,
+    retry: Retry,
+    receive_count: u32,
+    unit: f64,
+    dead_letters: &[u16],
+) -> Settlement {
+    match outcome {
+        Outcome::Status { status, .. }
+            if dead_letters.contains(status) && *status != 429 && !codes.is_success(*status) =>
+        {
+            Settlement::DeadLetter(*status)
+        }
+        _ => settle(outcome, codes, retry, receive_count, unit),
+    }
 }
 
 /// How long a failed message waits before SQS hands it out again.
@@ -308,6 +333,42 @@ mod tests {
         };
         assert_eq!(settle(&asked, c, r, 9, 0.5), Settlement::Retry(5));
         assert_eq!(settle(&status(200), c, r, 9, 0.5), Settlement::Delete);
+    }
+
+    #[test]
+    fn only_listed_failure_statuses_dead_letter() {
+        let c = SuccessCodes::Only200;
+        let list = [400, 410, 422];
+        let s = |o: &Outcome| settle_or_dead_letter(o, c, Retry::fixed(7), 1, 0.5, &list);
+        assert_eq!(s(&status(410)), Settlement::DeadLetter(410));
+        assert_eq!(s(&status(400)), Settlement::DeadLetter(400));
+        assert_eq!(s(&status(500)), Settlement::Retry(7));
+        assert_eq!(s(&status(200)), Settlement::Delete);
+        assert_eq!(
+            s(&Outcome::ConnectFailed("refused".into())),
+            Settlement::Retry(7)
+        );
+        assert_eq!(s(&Outcome::TimedOut), Settlement::Retry(7));
+        // An empty list is the ordinary rules.
+        assert_eq!(
+            settle_or_dead_letter(&status(410), c, 7, &[]),
+            Settlement::Retry(7)
+        );
+        // Success and 429 never dead-letter, even if listed.
+        let odd = [204, 429];
+        let any = SuccessCodes::Any2xx;
+        assert_eq!(
+            settle_or_dead_letter(&status(204), any, 7, &odd),
+            Settlement::Delete
+        );
+        let busy = Outcome::Status {
+            status: 429,
+            retry_after_s: Some(3),
+        };
+        assert_eq!(
+            settle_or_dead_letter(&busy, c, 7, &odd),
+            Settlement::Retry(3)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::deliver::Dispatcher;
+use super::deliver::{DeadLetters, Dispatcher};
 use super::gate::{self, Gate};
 use super::message::Template;
 use super::pace::Pacer;
@@ -29,6 +29,7 @@ use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
 use crate::app::probe::Probe;
 use crate::app::AppClient;
+use crate::aws::dead_letter::{DeadLetterError, DeadLetterQueue};
 use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::Config;
@@ -47,6 +48,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error("a receive loop stopped unexpectedly")]
@@ -76,6 +79,7 @@ impl RunError {
     pub fn exit_code(&self) -> u8 {
         match self {
             RunError::Queue(_)
+            | RunError::DeadLetter(_)
             | RunError::Endpoint(_)
             | RunError::CronFile(_)
             | RunError::CronTable(_)
@@ -204,6 +208,31 @@ pub async fn run(
         url: config.queue_url.clone(),
         metrics: metrics.clone(),
     };
+    let dead_letters = if config.dead_letter_codes.is_empty() {
+        None
+    } else {
+        let found = DeadLetterQueue::find(
+            sdk.clone(),
+            &config.queue_url,
+            &attributes,
+            config.queue_name(),
+            metrics.clone(),
+        );
+        let dlq = tokio::select! {
+            found = found => found?,
+            _ = shutdown.cancelled() => {
+                admin_stop.cancel();
+                return Ok(());
+            }
+        };
+        tracing::info!(dead_letter_queue = %dlq.url, codes = ?config.dead_letter_codes,
+            "answers in dead_letter_codes send messages to the dead-letter queue");
+        Some(DeadLetters {
+            codes: config.dead_letter_codes.clone(),
+            queue: Arc::new(dlq),
+        })
+    };
+
     queue::warn_about_redrive(&attributes, config.max_retries, &config.queue_url);
 
     // Still to be done by the scheduler: `Some(create)`.
@@ -294,6 +323,7 @@ pub async fn run(
         connections: Arc::new(Semaphore::new(config.http_connections)),
         gate: gate.clone(),
         hold_limit: std::time::Duration::from_secs(u64::from(visibility.timeout_s)),
+        dead_letters,
     });
     let pacer = (config.max_rate > 0.0).then(|| {
         Arc::new(Pacer::new(

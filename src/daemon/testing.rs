@@ -198,6 +198,7 @@ pub fn rig(app: Arc<FakeApp>) -> Rig {
             connections: Arc::new(Semaphore::new(10)),
             gate,
             hold_limit: Duration::from_secs(300),
+            dead_letters: None,
         },
         sqs,
         room: Room::new(10),

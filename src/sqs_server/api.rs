@@ -214,6 +214,11 @@ impl Api {
         match action {
             "CreateQueue" => self.create_queue(p),
             "GetQueueUrl" => {
+                // Every queue here belongs to the one account; another
+                // owner's queue of the same name does not exist.
+                if opt_str(p, "QueueOwnerAWSAccountId")?.is_some_and(|a| a != ACCOUNT) {
+                    return Err(ApiError::no_queue());
+                }
                 let q = self.store.get(str_param(p, "QueueName")?)?;
                 Ok(json!({ "QueueUrl": q.url }))
             }

@@ -607,3 +607,25 @@ async fn wrong_json_types_are_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn queue_url_by_name_is_found_only_for_this_account() {
+    let f = Fixture::new();
+    let (url, _) = f.create("dlq", json!({})).await;
+    let found = f
+        .ok(
+            "GetQueueUrl",
+            json!({"QueueName": "dlq", "QueueOwnerAWSAccountId": "000000000000"}),
+        )
+        .await;
+    assert_eq!(found["QueueUrl"], json!(url));
+    let found = f.ok("GetQueueUrl", json!({"QueueName": "dlq"})).await;
+    assert_eq!(found["QueueUrl"], json!(url));
+    let e = f
+        .refused(
+            "GetQueueUrl",
+            json!({"QueueName": "dlq", "QueueOwnerAWSAccountId": "123456789012"}),
+        )
+        .await;
+    assert_eq!(e.code, ApiError::no_queue().code);
+}

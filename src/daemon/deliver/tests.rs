@@ -267,4 +267,109 @@ async fn a_message_held_for_an_unavailable_application_goes_back_at_its_visibili
 /// What SQS was told, less the lease renewals (30 s in the rig).
 fn settlements(told: Vec<(String, Option<u32>)>) -> Vec<(String, Option<u32>)> {
     told.into_iter().filter(|(_, v)| *v != Some(30)).collect()
+
+/// A dead-letter queue that takes every copy but those of `refuse`, takes
+/// an hour to answer for `hang`, and records what it took: message id, status and
+/// group.
+struct FakeDeadLetters {
+    refuse: &'static str,
+    hang: &'static str,
+    sent: std::sync::Mutex<Vec<(String, u16, Option<String>)>>,
+}
+
+impl DeadLetterSink for FakeDeadLetters {
+    fn send<'a>(&'a self, copy: Copy<'a>) -> crate::aws::dead_letter::Sending<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if copy.message_id == self.hang {
+                // Paused time: an hour passes at once if nothing cuts it.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            if copy.message_id == self.refuse {
+                return Err(NotSent("refused".into()));
+            }
+            if let Ok(mut sent) = self.sent.lock() {
+                sent.push((
+                    copy.message_id.to_string(),
+                    copy.status,
+                    copy.group_id.map(String::from),
+                ));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_status_deletes_only_after_its_copy_was_taken() {
+    let app = FakeApp::new(|seen| {
+        let status = if seen.msgid == "broken" { 500 } else { 410 };
+        (Duration::from_millis(5), Ok(answer(status)))
+    });
+    let mut r = rig(app.clone());
+    let sink = Arc::new(FakeDeadLetters {
+        refuse: "refused",
+        hang: "",
+        sent: Default::default(),
+    });
+    r.dispatcher.dead_letters = Some(DeadLetters {
+        codes: vec![400, 410],
+        queue: sink.clone(),
+    });
+    let never = CancellationToken::new();
+    for (id, group) in [("gone", Some("g")), ("refused", None), ("broken", None)] {
+        let held = r.held(id, group).await;
+        r.dispatcher
+            .deliver_in_order(vec![held], &never, &never)
+            .await;
+    }
+    let mut settled = r.settled().await;
+    settled.sort();
+    // The copy taken: deleted. The copy refused, and the status not
+    // listed: the ordinary retry after error_visibility (7 s).
+    let mut expected = vec![
+        delete("gone"),
+        visible_after("refused", 7),
+        visible_after("broken", 7),
+    ];
+    expected.sort();
+    assert_eq!(settled, expected);
+    let sent = sink.sent.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(sent, vec![("gone".to_string(), 410, Some("g".to_string()))]);
+    let metrics = &r.dispatcher.metrics;
+    assert_eq!(metrics.dead_lettered.with_label_values(&["410"]).get(), 1);
+    assert_eq!(metrics.dead_letter_failures.get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn abort_cuts_a_hanging_copy_short_and_keeps_the_message() {
+    let mut r = rig(FakeApp::status(410, Duration::from_millis(5)));
+    let sink = Arc::new(FakeDeadLetters {
+        refuse: "",
+        hang: "slow",
+        sent: Default::default(),
+    });
+    r.dispatcher.dead_letters = Some(DeadLetters {
+        codes: vec![410],
+        queue: sink.clone(),
+    });
+    let never = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let held = r.held("slow", None).await;
+    let started = Instant::now();
+    let cut = abort.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cut.cancel();
+    });
+    r.dispatcher
+        .deliver_in_order(vec![held], &never, &abort)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.settled().await, vec![visible_after("slow", 7)]);
+    assert_eq!(r.dispatcher.metrics.dead_letter_failures.get(), 1);
 }
