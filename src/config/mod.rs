@@ -674,11 +674,10 @@ pub fn reload_signing_keys(
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<Vec<u8>>, ConfigError> {
-    signing_keys(config.signing_key_file.as_deref(), env)
-        .map_err(|problems| ConfigError {
-            problems,
-            notes: Vec::new(),
-        })
+    signing_keys(config.signing_key_file.as_deref(), env).map_err(|problems| ConfigError {
+        problems,
+        notes: Vec::new(),
+    })
 }
 
 impl Config {
