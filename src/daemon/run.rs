@@ -423,11 +423,20 @@ async fn reload_keys_on_signal(
                 signer.replace(keys);
                 tracing::info!(keys = count, "signing keys reloaded");
             }
-            Err(e) => tracing::error!(
-                error = %e,
-                keys = signer.key_count(),
-                "signing keys not reloaded; still signing with the keys in use"
-            ),
+            Err(e) => {
+                // One line per log record, whatever a path holds.
+                let problems: Vec<String> = e
+                    .problems
+                    .iter()
+                    .map(|p| format!("{} (from {}): {}", p.setting, p.source, p.message))
+                    .collect();
+                let error = problems.join("; ").replace(char::is_control, " ");
+                tracing::error!(
+                    error = %error,
+                    keys = signer.key_count(),
+                    "signing keys not reloaded; still signing with the keys in use"
+                )
+            }
         }
     }
 }
