@@ -342,6 +342,18 @@ fn a_signing_key_shorter_than_32_bytes_exits_64_without_showing_it() {
     let short = "k".repeat(31);
     let exact = "k".repeat(32);
     let file = key_file(&[KEY_A, &short]);
+    // The daemon itself stops before it calls SQS.
+    let (code, _, err) = run_to_end(
+        &[
+            "--queue-url",
+            Q,
+            "--signing-key-file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 64, "{err}");
+    assert!(!err.contains(&short), "a key is shown: {err}");
     let (code, _, err) = run_to_end(
         &[
             "check-config",
