@@ -2,7 +2,7 @@
 # Installs and starts the real servers the integration tests talk to.
 #
 #   scripts/test-env.sh install   create the virtual environment (idempotent)
-#   scripts/test-env.sh start     start LocalStack (SQS) and moto's server
+#   scripts/test-env.sh start     start LocalStack (SQS, SNS) and moto's server
 #                                 (DynamoDB) in the background and print
 #                                 `export` lines for the test suite
 #   scripts/test-env.sh stop      stop what `start` started
@@ -81,7 +81,7 @@ start() {
   install
   mkdir -p "$home/localstack"
   if ! wait_http "http://127.0.0.1:$ls_port/_localstack/health" 1; then
-    GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=sqs EAGER_SERVICE_LOADING=1 \
+    GATEWAY_LISTEN=127.0.0.1:$ls_port SERVICES=sqs,sns EAGER_SERVICE_LOADING=1 \
       LOCALSTACK_VOLUME_DIR=$home/localstack/volume \
       nohup "$venv/bin/python" -m localstack.runtime.main \
       >"$home/localstack.log" 2>&1 &

@@ -1,5 +1,5 @@
 //! Signals: SIGTERM and SIGINT start a clean shutdown (a second one exits at
-//! once); SIGHUP asks for `cron.yaml` to be read again.
+//! once); SIGHUP asks for `cron.yaml` and the signing keys to be read again.
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -39,7 +39,10 @@ pub fn install() -> std::io::Result<Signals> {
     let (tx, rx) = watch::channel(0u64);
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            tracing::info!(signal = "SIGHUP", "reloading cron.yaml");
+            tracing::info!(
+                signal = "SIGHUP",
+                "reloading cron.yaml and the signing keys"
+            );
             tx.send_modify(|n| *n += 1);
         }
     });

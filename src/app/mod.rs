@@ -1,7 +1,8 @@
 //! The application side: everything that speaks to the web application the
 //! daemon delivers to. [`request`] says what one POST is and which paths
-//! are allowed; [`client`] sends it over keep-alive HTTP/1.1 connections;
-//! [`probe`] asks whether the application is there at all.
+//! are allowed; [`signing`] proves to the application that a POST came
+//! from this daemon; [`client`] sends it over keep-alive HTTP/1.1
+//! connections; [`probe`] asks whether the application is there at all.
 //!
 //! May use: `config` and the shared `http1` pool. Knows nothing of SQS or
 //! of how messages are settled.
@@ -9,9 +10,11 @@
 pub mod client;
 pub mod probe;
 pub mod request;
+pub mod signing;
 
 pub use client::{Answer, AppClient, Failure};
 pub use request::Request;
+pub use signing::Signer;
 
 use std::future::Future;
 use std::pin::Pin;

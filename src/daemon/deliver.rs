@@ -322,7 +322,8 @@ impl Dispatcher {
     }
 
     async fn post(&self, msg: &Incoming) -> Outcome {
-        let post = match self.template.request(msg) {
+        let now_s = self.clock.now_ms().div_euclid(1000);
+        let post = match self.template.request(msg, now_s) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(message_id = %msg.id, error = %e, "refusing the message's beanstalk.sqsd.path");
@@ -336,6 +337,17 @@ impl Dispatcher {
                 .inc();
             tracing::warn!(message_id = %msg.id, attribute = ?name, reason = why.as_str(),
                 "attribute is not a valid header; not sent");
+        }
+        if let Some(why) = &post.malformed_envelope {
+            // Once per message, not once per delivery attempt: a later
+            // receive of the same message says it only at debug level.
+            if msg.receive_count.unwrap_or(1) <= 1 {
+                tracing::warn!(message_id = %msg.id, reason = %why,
+                    "body claims to be an SNS notification but is not a usable one; sent as it is");
+            } else {
+                tracing::debug!(message_id = %msg.id, reason = %why,
+                    "body claims to be an SNS notification but is not a usable one; sent as it is");
+            }
         }
         match self.http.post(post.request).await {
             Ok(answer) => Outcome::Status {

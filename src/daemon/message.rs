@@ -5,8 +5,12 @@
 //! Nothing from the queue is trusted: a per-message path can only ever be a
 //! path on the configured application, and attribute names or values that
 //! are not valid in a header are dropped (and reported), never passed on.
+//! The same goes for what an SNS envelope carries (`sns_unwrap`, [`sns`]).
+//! The finished POST is signed over the body actually sent
+//! (`app::signing`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, NaiveDateTime, Timelike, Utc};
@@ -14,7 +18,9 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::settle::Key;
+use super::sns::{self, Unwrapped};
 use crate::app::request::{check_path, header_value, PathError, Request};
+use crate::app::signing::{self, Signer, SIGNATURE_HEADER};
 use crate::aws::sqs_json::{WireAttribute, WireMessage};
 use crate::cron::format::{PATH_ATTR, SCHEDULED_TIME_ATTR, TASK_BODY, TASK_NAME_ATTR};
 
@@ -128,6 +134,9 @@ pub struct Post {
     pub request: Request,
     /// Attributes left out, with the reason, for counting and logging.
     pub dropped: Vec<(String, Dropped)>,
+    /// With `sns_unwrap`: why a body that claims to be an SNS notification
+    /// was sent as it is (it never quotes the body).
+    pub malformed_envelope: Option<String>,
 }
 
 /// Fixed parts of every request, prepared once.
@@ -142,6 +151,12 @@ pub struct Template {
     default_url: Option<(reqwest::Url, PathAndQuery)>,
     pub content_type: HeaderValue,
     pub queue_name: HeaderValue,
+    /// Signs every POST when it holds keys.
+    signer: Option<Arc<Signer>>,
+    /// `Bearer <token>`, marked sensitive.
+    authorization: Option<HeaderValue>,
+    /// POST the `Message` of SNS notification envelopes.
+    sns_unwrap: bool,
 }
 
 impl Template {
@@ -159,11 +174,32 @@ impl Template {
             content_type: HeaderValue::from_str(mime_type)
                 .unwrap_or(HeaderValue::from_static("application/json")),
             queue_name: header_value(queue_name).unwrap_or(HeaderValue::from_static("")),
+            signer: None,
+            authorization: None,
+            sns_unwrap: false,
         };
         template.default_url = check_path(default_path)
             .ok()
             .and_then(|p| template.url_for(p).ok());
         template
+    }
+
+    /// Signs every POST with the keys `signer` holds at the time.
+    pub fn signed_by(mut self, signer: Arc<Signer>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every POST.
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.authorization = token.and_then(signing::bearer);
+        self
+    }
+
+    /// POSTs the `Message` of SNS notification envelopes.
+    pub fn unwrapping_sns(mut self, on: bool) -> Self {
+        self.sns_unwrap = on;
+        self
     }
 
     /// The application URL for `path` (already checked), and its target.
@@ -194,21 +230,23 @@ impl Template {
         Ok((url, target))
     }
 
-    /// Builds the POST for a message, or says why its path is refused.
-    pub fn request(&self, m: &Incoming) -> Result<Post, PathError> {
+    /// Builds the POST for a message, made at `now_s` (unix seconds, for
+    /// the signature), or says why its path is refused.
+    pub fn request(&self, m: &Incoming, now_s: i64) -> Result<Post, PathError> {
         let path_attr = m.attribute(PATH_ATTR);
         let (url, target) = match (path_attr, &self.default_url) {
             (None, Some(default)) => default.clone(),
             _ => self.url_for(check_path(path_attr.unwrap_or(&self.default_path))?)?,
         };
 
-        let mut headers = HeaderMap::with_capacity(12 + m.attributes.len());
+        let mut headers = HeaderMap::with_capacity(16 + m.attributes.len());
         let mut add = |name: &'static str, value: HeaderValue| {
             headers.append(HeaderName::from_static(name), value);
         };
         add("user-agent", HeaderValue::from_static(USER_AGENT));
         add("content-type", self.content_type.clone());
-        add("x-aws-sqsd-msgid", text_or_empty(&m.id));
+        let msgid = text_or_empty(&m.id);
+        add("x-aws-sqsd-msgid", msgid.clone());
         add("x-aws-sqsd-queue", self.queue_name.clone());
         add(
             "x-aws-sqsd-first-received-at",
@@ -225,6 +263,9 @@ impl Template {
         if let Some(trace) = m.trace_header.as_deref().and_then(header_value) {
             add("x-amzn-trace-id", trace);
         }
+        if let Some(authorization) = &self.authorization {
+            add("authorization", authorization.clone());
+        }
 
         let mut dropped = Vec::new();
         let task = m.task_name();
@@ -239,39 +280,39 @@ impl Template {
                 None => dropped.push((SCHEDULED_TIME_ATTR.to_string(), Dropped::BadValue)),
             }
         }
-        // Header names ignore case, attribute names do not: of attributes
-        // whose names differ only in case, the first in byte order (upper
-        // case first) is sent and the others are dropped.
-        // Names already sent, in lower case: names differing only in case
-        // need not be neighbours in byte order (`Ab` < `aa` < `ab`).
-        let mut sent: HashSet<String> = HashSet::new();
-        for (name, value) in &m.attributes {
-            if name.starts_with("beanstalk.sqsd.") {
-                continue;
-            }
-            if sent.contains(&name.to_ascii_lowercase()) {
-                dropped.push((name.clone(), Dropped::DuplicateName));
-                continue;
-            }
-            let Ok(header) = HeaderName::from_bytes(format!("x-aws-sqsd-attr-{name}").as_bytes())
-            else {
-                dropped.push((name.clone(), Dropped::BadName));
-                continue;
-            };
-            match header_value(value) {
-                Some(v) => {
-                    headers.append(header, v);
-                    sent.insert(name.to_ascii_lowercase());
-                }
-                None => dropped.push((name.clone(), Dropped::BadValue)),
-            }
-        }
+        let mut attributes = Attributes {
+            headers: &mut headers,
+            sent: HashSet::new(),
+            dropped: &mut dropped,
+        };
+        attributes.add(&m.attributes);
 
+        let mut malformed_envelope = None;
         let body = if task.is_some() {
             Bytes::new()
-        } else {
+        } else if !self.sns_unwrap {
             Bytes::from(m.body.clone())
+        } else {
+            match sns::unwrap(&m.body) {
+                Unwrapped::NotEnvelope => Bytes::from(m.body.clone()),
+                Unwrapped::Malformed(why) => {
+                    malformed_envelope = Some(why);
+                    Bytes::from(m.body.clone())
+                }
+                Unwrapped::Envelope(envelope) => {
+                    attributes.add(&envelope.attributes);
+                    sns_headers(&envelope, &mut headers, &mut dropped);
+                    Bytes::from(envelope.message)
+                }
+            }
         };
+        if let Some(signature) = self
+            .signer
+            .as_ref()
+            .and_then(|s| s.sign(now_s, msgid.as_bytes(), &body))
+        {
+            headers.append(HeaderName::from_static(SIGNATURE_HEADER), signature);
+        }
         Ok(Post {
             request: Request {
                 url,
@@ -280,7 +321,88 @@ impl Template {
                 body,
             },
             dropped,
+            malformed_envelope,
         })
+    }
+}
+
+/// Attributes becoming `X-Aws-Sqsd-Attr-*` headers, from the message and
+/// then from its SNS envelope.
+struct Attributes<'a> {
+    headers: &'a mut HeaderMap,
+    /// Names already sent, in lower case: names differing only in case
+    /// need not be neighbours in byte order (`Ab` < `aa` < `ab`).
+    sent: HashSet<String>,
+    dropped: &'a mut Vec<(String, Dropped)>,
+}
+
+impl Attributes<'_> {
+    /// Header names ignore case, attribute names do not: of attributes
+    /// whose names differ only in case, the first (in byte order within
+    /// `list`, upper case first; the message's before its envelope's) is
+    /// sent and the others are dropped.
+    fn add(&mut self, list: &[(String, String)]) {
+        for (name, value) in list {
+            if name.starts_with("beanstalk.sqsd.") {
+                continue;
+            }
+            if self.sent.contains(&name.to_ascii_lowercase()) {
+                self.dropped.push((name.clone(), Dropped::DuplicateName));
+                continue;
+            }
+            let Ok(header) = HeaderName::from_bytes(format!("x-aws-sqsd-attr-{name}").as_bytes())
+            else {
+                self.dropped.push((name.clone(), Dropped::BadName));
+                continue;
+            };
+            match header_value(value) {
+                Some(v) => {
+                    self.headers.append(header, v);
+                    self.sent.insert(name.to_ascii_lowercase());
+                }
+                None => self.dropped.push((name.clone(), Dropped::BadValue)),
+            }
+        }
+    }
+}
+
+/// The envelope's own facts as `X-Aws-Sqsd-Sns-*` headers; a value that
+/// cannot be a header is dropped and reported as `sns.<Field>`.
+fn sns_headers(
+    envelope: &sns::Envelope,
+    headers: &mut HeaderMap,
+    dropped: &mut Vec<(String, Dropped)>,
+) {
+    let fields = [
+        (
+            "x-aws-sqsd-sns-topic-arn",
+            "TopicArn",
+            Some(&envelope.topic_arn),
+        ),
+        (
+            "x-aws-sqsd-sns-message-id",
+            "MessageId",
+            Some(&envelope.message_id),
+        ),
+        (
+            "x-aws-sqsd-sns-timestamp",
+            "Timestamp",
+            envelope.timestamp.as_ref(),
+        ),
+        (
+            "x-aws-sqsd-sns-subject",
+            "Subject",
+            envelope.subject.as_ref(),
+        ),
+    ];
+    for (header, field, value) in fields {
+        let Some(value) = value else { continue };
+        match header_value(value) {
+            Some(v) => {
+                headers.append(HeaderName::from_static(header), v);
+            }
+            None => dropped.push((format!("sns.{field}"), Dropped::BadValue)),
+        }
     }
 }
 
@@ -323,6 +445,8 @@ mod tests {
     use super::*;
     use crate::cron::format::TASK_BODY;
 
+    const NOW: i64 = 1_700_000_000;
+
     fn template() -> Template {
         Template::new("http://127.0.0.1:8080", "/work", "application/json", "jobs")
     }
@@ -349,7 +473,7 @@ mod tests {
 
     #[test]
     fn headers_have_the_documented_values() {
-        let r = template().request(&message()).unwrap();
+        let r = template().request(&message(), NOW).unwrap();
         assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/work");
         assert_eq!(r.request.target.as_str(), "/work");
         assert!(get(&r, "user-agent").unwrap().starts_with("aws-sqsd/"));
@@ -378,7 +502,7 @@ mod tests {
     fn per_message_path_is_used_and_echoed() {
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/other?x=1".into()));
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/other?x=1");
         assert_eq!(r.request.target.as_str(), "/other?x=1");
         assert_eq!(get(&r, "x-aws-sqsd-path"), Some("/other?x=1"));
@@ -400,13 +524,13 @@ mod tests {
         ] {
             let mut m = message();
             m.attributes.push((PATH_ATTR.into(), bad.into()));
-            assert!(template().request(&m).is_err(), "{bad:?} accepted");
+            assert!(template().request(&m, NOW).is_err(), "{bad:?} accepted");
         }
         for good in ["/", "/a/b", "/@evil.example", "/a:80", "/%2F%2Fx"] {
             let mut m = message();
             m.attributes.push((PATH_ATTR.into(), good.into()));
             let r = template()
-                .request(&m)
+                .request(&m, NOW)
                 .unwrap_or_else(|e| panic!("{good:?}: {e}"));
             assert_eq!(
                 r.request.url.host_str(),
@@ -426,7 +550,7 @@ mod tests {
         m.attributes.push(("nul".into(), "a\0b".into()));
         m.attributes.push(("bad name".into(), "v".into()));
         m.attributes.push(("unicode".into(), "café".into()));
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(get(&r, "x-aws-sqsd-attr-evil"), None);
         assert_eq!(get(&r, "x-injected"), None);
         assert_eq!(get(&r, "x-aws-sqsd-attr-nul"), None);
@@ -454,7 +578,7 @@ mod tests {
             (TASK_NAME_ATTR.into(), "backup-job".into()),
             (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
         ];
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/backup");
         assert_eq!(get(&r, "x-aws-sqsd-taskname"), Some("backup-job"));
         assert_eq!(
@@ -475,7 +599,7 @@ mod tests {
             id: "x".into(),
             ..Default::default()
         };
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(get(&r, "x-aws-sqsd-sent-at"), Some(""));
         assert_eq!(get(&r, "x-aws-sqsd-receive-count"), Some(""));
         assert_eq!(get(&r, "x-amzn-trace-id"), None);
@@ -485,12 +609,12 @@ mod tests {
     fn worker_url_with_a_base_path_keeps_it() {
         let t = Template::new("http://localhost:8080/api", "/", "text/plain", "q");
         assert_eq!(
-            t.request(&message()).unwrap().request.url.as_str(),
+            t.request(&message(), NOW).unwrap().request.url.as_str(),
             "http://localhost:8080/api/"
         );
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/jobs?x=1".into()));
-        let r = t.request(&m).unwrap();
+        let r = t.request(&m, NOW).unwrap();
         assert_eq!(r.request.url.as_str(), "http://localhost:8080/api/jobs?x=1");
         assert_eq!(r.request.target.as_str(), "/api/jobs?x=1");
     }
@@ -501,14 +625,14 @@ mod tests {
         let mut m = message();
         m.attributes
             .push((PATH_ATTR.into(), "/caf\u{e9}/<x>?k=\u{e9}".into()));
-        let r = t.request(&m).unwrap();
+        let r = t.request(&m, NOW).unwrap();
         assert_eq!(
             r.request.url.as_str(),
             "http://localhost:8080/api/caf%C3%A9/%3Cx%3E?k=%C3%A9"
         );
         assert_eq!(r.request.target.as_str(), "/api/caf%C3%A9/%3Cx%3E?k=%C3%A9");
         // Without a path of its own, a message gets the prepared default.
-        let r = t.request(&message()).unwrap();
+        let r = t.request(&message(), NOW).unwrap();
         assert_eq!(r.request.target.as_str(), "/api/");
     }
 
@@ -549,14 +673,14 @@ mod tests {
         ] {
             let mut m = message();
             m.attributes.push((PATH_ATTR.into(), bad.into()));
-            match t.request(&m) {
+            match t.request(&m, NOW) {
                 Err(e) => assert_eq!(e, PathError::DotSegment, "{bad:?}"),
                 Ok(p) => panic!("{bad:?} was sent to {}", p.request.url),
             }
         }
         let mut m = message();
         m.attributes.push((PATH_ATTR.into(), "/jobs/run".into()));
-        let p = t.request(&m).unwrap();
+        let p = t.request(&m, NOW).unwrap();
         assert_eq!(p.request.target.as_str(), "/api/jobs/run");
     }
 
@@ -568,7 +692,7 @@ mod tests {
             ("Foo".into(), "2".into()),
             ("foo".into(), "3".into()),
         ];
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         let values: Vec<&str> = r
             .request
             .headers
@@ -597,7 +721,7 @@ mod tests {
             ("aa".into(), "2".into()),
             ("ab".into(), "3".into()),
         ];
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         let values: Vec<&str> = r
             .request
             .headers
@@ -613,7 +737,7 @@ mod tests {
     fn an_attribute_value_with_a_tab_is_sent() {
         let mut m = message();
         m.attributes = vec![("t".into(), "a\tb".into())];
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(get(&r, "x-aws-sqsd-attr-t"), Some("a\tb"));
         assert!(r.dropped.is_empty());
     }
@@ -627,9 +751,149 @@ mod tests {
             (TASK_NAME_ATTR.into(), "backup-job".into()),
             (SCHEDULED_TIME_ATTR.into(), "2019-11-14 00:47:00 UTC".into()),
         ];
-        let r = template().request(&m).unwrap();
+        let r = template().request(&m, NOW).unwrap();
         assert_eq!(&r.request.body[..], b"real work");
         assert_eq!(get(&r, "x-aws-sqsd-taskname"), None);
         assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/backup");
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn trusted() -> Template {
+        template()
+            .signed_by(Arc::new(Signer::new(vec![KEY.to_vec()])))
+            .with_token(Some("tok-123"))
+            .unwrapping_sns(true)
+    }
+
+    #[test]
+    fn a_signed_post_signs_the_time_id_and_body_sent_and_carries_the_token() {
+        let r = trusted().request(&message(), NOW).unwrap();
+        let expected = format!(
+            "t={NOW},v1={}",
+            signing::signature(KEY, NOW, b"m-1", b"{\"a\":1}")
+        );
+        assert_eq!(get(&r, "x-sqsd-signature"), Some(expected.as_str()));
+        assert_eq!(get(&r, "authorization"), Some("Bearer tok-123"));
+        // Without a signer or token, neither header.
+        let r = template().request(&message(), NOW).unwrap();
+        assert_eq!(get(&r, "x-sqsd-signature"), None);
+        assert_eq!(get(&r, "authorization"), None);
+    }
+
+    #[test]
+    fn a_periodic_task_is_signed_over_the_empty_body() {
+        let mut m = message();
+        m.body = TASK_BODY.into();
+        m.attributes = vec![
+            (PATH_ATTR.into(), "/backup".into()),
+            (TASK_NAME_ATTR.into(), "backup-job".into()),
+        ];
+        let r = trusted().request(&m, NOW).unwrap();
+        let expected = format!("t={NOW},v1={}", signing::signature(KEY, NOW, b"m-1", b""));
+        assert_eq!(get(&r, "x-sqsd-signature"), Some(expected.as_str()));
+    }
+
+    fn envelope(extra: &str) -> String {
+        format!(
+            r#"{{"Type":"Notification","MessageId":"sns-1","TopicArn":"arn:aws:sns:us-east-1:1:t",
+            "Message":"inner body","Timestamp":"2024-01-02T03:04:05.678Z"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn an_sns_envelope_is_posted_as_its_message_with_its_facts_as_headers() {
+        let mut m = message();
+        m.body = envelope(
+            r#","Subject":"Hi","MessageAttributes":{
+                "color":{"Type":"String","Value":"red"},
+                "size":{"Type":"Number","Value":"3"},
+                "bin":{"Type":"Binary","Value":"AAE="},
+                "bad name":{"Type":"String","Value":"x"},
+                "evil":{"Type":"String","Value":"a\r\nX-Injected: 1"},
+                "beanstalk.sqsd.path":{"Type":"String","Value":"/elsewhere"}}"#,
+        );
+        let r = trusted().request(&m, NOW).unwrap();
+        assert_eq!(&r.request.body[..], b"inner body");
+        assert_eq!(r.request.url.as_str(), "http://127.0.0.1:8080/work");
+        assert_eq!(get(&r, "x-aws-sqsd-msgid"), Some("m-1"));
+        assert_eq!(
+            get(&r, "x-aws-sqsd-sns-topic-arn"),
+            Some("arn:aws:sns:us-east-1:1:t")
+        );
+        assert_eq!(get(&r, "x-aws-sqsd-sns-message-id"), Some("sns-1"));
+        assert_eq!(
+            get(&r, "x-aws-sqsd-sns-timestamp"),
+            Some("2024-01-02T03:04:05.678Z")
+        );
+        assert_eq!(get(&r, "x-aws-sqsd-sns-subject"), Some("Hi"));
+        assert_eq!(get(&r, "x-aws-sqsd-attr-size"), Some("3"));
+        assert_eq!(get(&r, "x-aws-sqsd-attr-bin"), None);
+        assert_eq!(get(&r, "x-injected"), None);
+        // The message's own attribute wins over the envelope's of that name.
+        let colors: Vec<_> = r
+            .request
+            .headers
+            .get_all("x-aws-sqsd-attr-color")
+            .iter()
+            .collect();
+        assert_eq!(colors, vec!["blue"]);
+        let mut dropped: Vec<_> = r.dropped.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        dropped.sort_by_key(|(n, _)| n.to_string());
+        assert_eq!(
+            dropped,
+            vec![
+                ("bad name", Dropped::BadName),
+                ("color", Dropped::DuplicateName),
+                ("evil", Dropped::BadValue)
+            ]
+        );
+        assert!(r.malformed_envelope.is_none());
+        // Signed over the body sent: the unwrapped message.
+        let expected = format!(
+            "t={NOW},v1={}",
+            signing::signature(KEY, NOW, b"m-1", b"inner body")
+        );
+        assert_eq!(get(&r, "x-sqsd-signature"), Some(expected.as_str()));
+    }
+
+    #[test]
+    fn without_a_subject_there_is_no_subject_header_and_off_means_unchanged() {
+        let mut m = message();
+        m.body = envelope("");
+        let r = trusted().request(&m, NOW).unwrap();
+        assert_eq!(&r.request.body[..], b"inner body");
+        assert_eq!(get(&r, "x-aws-sqsd-sns-subject"), None);
+        let r = template().request(&m, NOW).unwrap();
+        assert_eq!(&r.request.body[..], m.body.as_bytes());
+        assert_eq!(get(&r, "x-aws-sqsd-sns-topic-arn"), None);
+    }
+
+    #[test]
+    fn a_malformed_envelope_is_sent_unchanged_and_reported() {
+        let mut m = message();
+        m.body = r#"{"Type":"Notification","MessageId":"x","Message":"no topic"}"#.into();
+        let r = trusted().request(&m, NOW).unwrap();
+        assert_eq!(&r.request.body[..], m.body.as_bytes());
+        assert_eq!(get(&r, "x-aws-sqsd-sns-message-id"), None);
+        assert_eq!(r.malformed_envelope.as_deref(), Some("TopicArn is missing"));
+        let mut m = message();
+        m.body = "just text".into();
+        let r = trusted().request(&m, NOW).unwrap();
+        assert_eq!(&r.request.body[..], b"just text");
+        assert!(r.malformed_envelope.is_none());
+    }
+
+    #[test]
+    fn an_envelope_value_that_cannot_be_a_header_is_dropped() {
+        let mut m = message();
+        m.body = envelope(r#","Subject":"line\nbreak""#);
+        let r = trusted().request(&m, NOW).unwrap();
+        assert_eq!(get(&r, "x-aws-sqsd-sns-subject"), None);
+        assert_eq!(
+            r.dropped,
+            vec![("sns.Subject".to_string(), Dropped::BadValue)]
+        );
+        assert_eq!(&r.request.body[..], b"inner body");
     }
 }

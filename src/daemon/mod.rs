@@ -1,6 +1,7 @@
 //! The message pipeline and its wiring. One message flows
 //! receive ([`poller`], within the [`room`]) → deliver ([`deliver`],
-//! building the POST with [`message`]) → settle ([`settle`], by the rules of
+//! building the POST with [`message`], which unwraps SNS envelopes with
+//! [`sns`] and signs with `app::signing`) → settle ([`settle`], by the rules of
 //! [`policy`]); the settler holds every message, renewing its lease, from
 //! the moment it is received until SQS has its settlement. The [`gate`]
 //! pauses receiving while the application is unavailable, and the [`pace`]
@@ -20,6 +21,7 @@ pub mod poller;
 pub mod room;
 pub mod run;
 pub mod settle;
+pub mod sns;
 #[cfg(test)]
 mod testing;
 

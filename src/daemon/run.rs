@@ -28,11 +28,11 @@ use crate::admin::health::Health;
 use crate::admin::metrics::Metrics;
 use crate::admin::{self, Admin};
 use crate::app::probe::Probe;
-use crate::app::AppClient;
+use crate::app::{AppClient, Signer};
 use crate::aws::dead_letter::{DeadLetterError, DeadLetterQueue};
 use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::cron::claims::Claims;
 use crate::cron::{CronSource, Scheduler, TaskQueue};
 use crate::signals::Reload;
@@ -156,7 +156,7 @@ fn plan_visibility(timeout: u32, lease: u32, queue_own: Option<u32>) -> Option<V
 const TABLE_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the daemon until `shutdown` is cancelled, then drains and returns.
-/// Each change of `reload` re-reads `cron.yaml`.
+/// Each change of `reload` re-reads `cron.yaml` and the signing keys.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
@@ -277,6 +277,13 @@ pub async fn run(
         metrics.clone(),
         scheduler_stop.clone(),
     ));
+    let signer = Arc::new(Signer::new(config.signing_keys.clone()));
+    let keys_task = tokio::spawn(reload_keys_on_signal(
+        signer.clone(),
+        config.clone(),
+        reload.clone(),
+        scheduler_stop.clone(),
+    ));
     let scheduler_task = tokio::spawn(scheduler.run(cron_source, reload, table_check));
 
     // Nothing is received until the application is reached.
@@ -309,7 +316,10 @@ pub async fn run(
             &config.http_path,
             &config.mime_type,
             config.queue_name(),
-        ),
+        )
+        .signed_by(signer)
+        .with_token(config.app_token.as_deref())
+        .unwrapping_sns(config.sns_unwrap),
         success_codes: config.success_codes,
         retry: Retry {
             error_visibility_s: config.error_visibility_timeout,
@@ -400,7 +410,11 @@ pub async fn run(
         abort,
         settler: settler_task,
     };
-    let (unsettled, _) = tokio::join!(stopping.drain(config.drain_timeout), scheduler_task);
+    let (unsettled, _, _) = tokio::join!(
+        stopping.drain(config.drain_timeout),
+        scheduler_task,
+        keys_task
+    );
     watcher_stop.cancel();
     let _ = watcher.await;
     if unsettled > 0 && result.is_ok() {
@@ -455,6 +469,48 @@ impl Stopping {
         }
         let flush_deadline = drain_deadline.max(tokio::time::Instant::now() + FLUSH_GRACE);
         self.settler.finish(flush_deadline).await
+    }
+}
+
+/// Reads the signing keys again on every change of `reload` (SIGHUP) until
+/// `stop`. A reload that fails keeps the keys in use; its error names the
+/// setting and the problem, never a key.
+async fn reload_keys_on_signal(
+    signer: Arc<Signer>,
+    config: Config,
+    mut reload: Reload,
+    stop: CancellationToken,
+) {
+    let configured = config.signing_key_file.is_some() || !config.signing_keys.is_empty();
+    loop {
+        tokio::select! {
+            changed = reload.changed() => if changed.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+        if !configured {
+            continue;
+        }
+        match config::reload_signing_keys(&config, &|name| std::env::var(name).ok()) {
+            Ok(keys) => {
+                let count = keys.len();
+                signer.replace(keys);
+                tracing::info!(keys = count, "signing keys reloaded");
+            }
+            Err(e) => {
+                // One line per log record, whatever a path holds.
+                let problems: Vec<String> = e
+                    .problems
+                    .iter()
+                    .map(|p| format!("{} (from {}): {}", p.setting, p.source, p.message))
+                    .collect();
+                let error = problems.join("; ").replace(char::is_control, " ");
+                tracing::error!(
+                    error = %error,
+                    keys = signer.key_count(),
+                    "signing keys not reloaded; still signing with the keys in use"
+                )
+            }
+        }
     }
 }
 
