@@ -568,6 +568,7 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
     let worker_url = config.worker_url.clone();
     config.health_url = p.optional(HEALTH_URL, |v| parse::health_url(v, &worker_url));
     read_secrets(&mut config, &mut p, inputs.env);
+    refuse_not_yet_built(&config, &mut p);
     let mut queue_problems = Vec::new();
     if let Some((value, source)) = &layers.queues {
         match serde_yaml::from_value::<Vec<QueueDecl>>(value.clone()) {
@@ -591,6 +592,34 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
             problems,
             notes: layers.notes.clone(),
         })
+    }
+}
+
+/// Options the contract names whose feature this version does not have
+/// yet: refused rather than accepted and silently ignored.
+fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
+    let mut refuse = |key: &str, what: &str| {
+        let source = p.source(key).unwrap_or(Source::Default);
+        p.problem(
+            key,
+            source,
+            format!("{what} is not available in this version of sqsd yet; leave {key} unset"),
+        );
+    };
+    if config.eb_config.is_some() {
+        refuse(
+            EB_CONFIG,
+            "reading Elastic Beanstalk's daemon configuration",
+        );
+    }
+    if config.cron_table_mode == CronTableMode::Eb {
+        refuse(
+            CRON_TABLE_MODE,
+            "sharing Elastic Beanstalk's leader registry",
+        );
+    }
+    if config.ecs_task_protection {
+        refuse(ECS_TASK_PROTECTION, "ECS task scale-in protection");
     }
 }
 

@@ -494,8 +494,8 @@ fn new_option_cases() -> Vec<OptionCase> {
         (SNS_UNWRAP, "true", Box::new(|c| c.sns_unwrap)),
         (
             ECS_TASK_PROTECTION,
-            "true",
-            Box::new(|c| c.ecs_task_protection),
+            "false",
+            Box::new(|c| !c.ecs_task_protection),
         ),
         (
             ECS_TASK_PROTECTION_MINUTES,
@@ -514,8 +514,8 @@ fn new_option_cases() -> Vec<OptionCase> {
         ),
         (
             CRON_TABLE_MODE,
-            "eb",
-            Box::new(|c| c.cron_table_mode == CronTableMode::Eb),
+            "standard",
+            Box::new(|c| c.cron_table_mode == CronTableMode::Standard),
         ),
     ]
 }
@@ -831,4 +831,30 @@ fn debug_output_hides_the_secrets() {
         !shown.contains(&format!("{:?}", KEY_A.as_bytes())[1..20]),
         "{shown}"
     );
+}
+
+#[test]
+fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
+    for (key, value) in [
+        (EB_CONFIG, "/etc/aws-sqsd.d/default.yaml"),
+        (ECS_TASK_PROTECTION, "true"),
+        (CRON_TABLE_MODE, "eb"),
+    ] {
+        let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
+            Err(e) => e,
+            Ok(_) => panic!("{key}={value} accepted"),
+        };
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert_eq!(err.problems[0].setting, key);
+        assert_eq!(
+            err.problems[0].source,
+            Source::Flag(spec(key).unwrap().flag)
+        );
+        assert!(
+            err.problems[0]
+                .message
+                .contains("not available in this version"),
+            "{err}"
+        );
+    }
 }

@@ -351,14 +351,14 @@ mod tests {
         assert_eq!(s(&Outcome::TimedOut), Settlement::Retry(7));
         // An empty list is the ordinary rules.
         assert_eq!(
-            settle_or_dead_letter(&status(410), c, 7, &[]),
+            settle_or_dead_letter(&status(410), c, Retry::fixed(7), 1, 0.5, &[]),
             Settlement::Retry(7)
         );
         // Success and 429 never dead-letter, even if listed.
         let odd = [204, 429];
         let any = SuccessCodes::Any2xx;
         assert_eq!(
-            settle_or_dead_letter(&status(204), any, 7, &odd),
+            settle_or_dead_letter(&status(204), any, Retry::fixed(7), 1, 0.5, &odd),
             Settlement::Delete
         );
         let busy = Outcome::Status {
@@ -366,7 +366,7 @@ mod tests {
             retry_after_s: Some(3),
         };
         assert_eq!(
-            settle_or_dead_letter(&busy, c, 7, &odd),
+            settle_or_dead_letter(&busy, c, Retry::fixed(7), 1, 0.5, &odd),
             Settlement::Retry(3)
         );
     }

@@ -267,6 +267,7 @@ async fn a_message_held_for_an_unavailable_application_goes_back_at_its_visibili
 /// What SQS was told, less the lease renewals (30 s in the rig).
 fn settlements(told: Vec<(String, Option<u32>)>) -> Vec<(String, Option<u32>)> {
     told.into_iter().filter(|(_, v)| *v != Some(30)).collect()
+}
 
 /// A dead-letter queue that takes every copy but those of `refuse`, takes
 /// an hour to answer for `hang`, and records what it took: message id, status and
