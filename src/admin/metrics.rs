@@ -25,6 +25,10 @@ pub struct Metrics {
     /// 1 while the application is available, 0 while receiving is paused
     /// for it.
     pub app_available: IntGauge,
+    /// The queue's backlog by state, read every `queue_metrics_interval`.
+    pub queue_messages: IntGaugeVec,
+    /// When the backlog was last read, in seconds since the epoch.
+    pub queue_metrics_timestamp: IntGauge,
     pub released: IntCounter,
     pub dead_lettered: IntCounterVec,
     pub dead_letter_failures: IntCounter,
@@ -68,6 +72,23 @@ impl Metrics {
         )
         .expect("valid metric");
         r.register(Box::new(app_available.clone()))
+            .expect("unique metric");
+        let queue_messages = IntGaugeVec::new(
+            Opts::new(
+                "sqsd_queue_messages",
+                "Messages in the worker queue by state (visible, in_flight, delayed), as SQS counts them; read every queue_metrics_interval",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_messages.clone()))
+            .expect("unique metric");
+        let queue_metrics_timestamp = IntGauge::new(
+            "sqsd_queue_metrics_timestamp_seconds",
+            "When sqsd_queue_messages was last read (Unix seconds)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(queue_metrics_timestamp.clone()))
             .expect("unique metric");
         let post_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -149,6 +170,8 @@ impl Metrics {
             ),
             held,
             app_available,
+            queue_messages,
+            queue_metrics_timestamp,
             released: counter(
                 &r,
                 "sqsd_messages_released_total",

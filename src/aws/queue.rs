@@ -23,6 +23,55 @@ pub const MAX_BATCH: usize = 10;
 /// credentials.
 const CLOCK_RETRIES: u32 = 2;
 
+/// The queue's backlog, as SQS counts it (approximately).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub delayed: u64,
+}
+
+/// Reads the queue's backlog with one GetQueueAttributes call, given up
+/// after `timeout`.
+pub async fn backlog(
+    client: &Client,
+    url: &str,
+    metrics: &Metrics,
+    timeout: Duration,
+) -> Result<Backlog, String> {
+    let call = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send();
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(r) => r,
+        Err(_) => {
+            metrics.sqs_request("GetQueueAttributes", false);
+            return Err(format!("no answer within {timeout:?}"));
+        }
+    };
+    metrics.sqs_request("GetQueueAttributes", result.is_ok());
+    let attributes = result
+        .map_err(|e| SqsError::from(e).to_string())?
+        .attributes
+        .unwrap_or_default();
+    let count = |name: QueueAttributeName| -> Result<u64, String> {
+        let text = attributes
+            .get(&name)
+            .ok_or_else(|| format!("SQS did not return {}", name.as_str()))?;
+        text.parse::<u64>()
+            .map_err(|_| format!("{} is not a count: {text:.40}", name.as_str()))
+    };
+    Ok(Backlog {
+        visible: count(QueueAttributeName::ApproximateNumberOfMessages)?,
+        in_flight: count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)?,
+        delayed: count(QueueAttributeName::ApproximateNumberOfMessagesDelayed)?,
+    })
+}
+
 /// Why the queue cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

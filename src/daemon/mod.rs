@@ -5,13 +5,15 @@
 //! [`policy`]); the settler holds every message, renewing its lease, from
 //! the moment it is received until SQS has its settlement. The [`gate`]
 //! pauses receiving while the application is unavailable, and the [`pace`]
-//! spaces deliveries under a rate limit. [`run`] wires it together and
+//! spaces deliveries under a rate limit; [`backlog`] publishes the queue's
+//! backlog for autoscaling. [`run`] wires it together and
 //! takes it down cleanly.
 //!
 //! May use: `aws` (receiving and settling), `app` (the POST), `admin`
 //! (health and metrics), `cron` (the periodic-task scheduler and its message
 //! format) and `config`. None of those uses `daemon`.
 
+pub mod backlog;
 pub mod deliver;
 pub mod gate;
 pub mod message;

@@ -270,6 +270,17 @@ pub async fn run(
         }
     };
     let scheduler_stop = CancellationToken::new();
+    let backlog_stop = CancellationToken::new();
+    let backlog_task = (!config.queue_metrics_interval.is_zero()).then(|| {
+        tokio::spawn(super::backlog::watch(
+            sdk.clone(),
+            config.queue_url.clone(),
+            config.queue_metrics_interval,
+            metrics.clone(),
+            Arc::new(SystemClock),
+            backlog_stop.clone(),
+        ))
+    });
     let scheduler = Arc::new(Scheduler::new(
         sdk,
         task_queue,
@@ -417,6 +428,10 @@ pub async fn run(
     );
     watcher_stop.cancel();
     let _ = watcher.await;
+    backlog_stop.cancel();
+    if let Some(task) = backlog_task {
+        let _ = task.await;
+    }
     if unsettled > 0 && result.is_ok() {
         result = Err(RunError::Unsettled(unsettled));
     }
