@@ -175,7 +175,7 @@ impl Metrics {
             released: counter(
                 &r,
                 "sqsd_messages_released_total",
-                "Messages made visible again at shutdown without being delivered",
+                "Messages given back to the queue undelivered (visible at once): at shutdown, or while the application is unavailable",
             ),
             dead_lettered: counter_vec(
                 &r,

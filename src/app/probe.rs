@@ -27,7 +27,20 @@ impl Probe {
     /// `worker_url`.
     pub fn new(config: &Config) -> Result<Probe, String> {
         if let Some(url) = &config.health_url {
+            // An application behind a proxy that checks the bearer token
+            // needs it on its health checks too; it is never sent to
+            // another origin.
+            let mut headers = http::HeaderMap::new();
+            if let Some(token) = &config.app_token {
+                if same_origin(url, &config.worker_url) {
+                    if let Ok(mut value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                        value.set_sensitive(true);
+                        headers.insert(http::header::AUTHORIZATION, value);
+                    }
+                }
+            }
             let client = reqwest::Client::builder()
+                .default_headers(headers)
                 .connect_timeout(CONNECT_TIMEOUT.min(config.connect_timeout))
                 .timeout(HEALTH_TIMEOUT)
                 .redirect(reqwest::redirect::Policy::none())
@@ -89,6 +102,18 @@ impl Probe {
                 }
             }
         }
+    }
+}
+
+/// Whether two URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
     }
 }
 
@@ -163,6 +188,21 @@ mod tests {
         let err = probe.check().await.unwrap_err();
         assert!(err.contains("answered 503"), "{err}");
         bad.abort();
+    }
+
+    #[test]
+    fn the_token_goes_only_to_the_applications_own_origin() {
+        assert!(same_origin(
+            "http://localhost/health",
+            "http://localhost:80"
+        ));
+        assert!(same_origin("https://app:8443/h", "https://app:8443/base"));
+        assert!(!same_origin("http://other/health", "http://localhost"));
+        assert!(!same_origin("https://localhost/health", "http://localhost"));
+        assert!(!same_origin(
+            "http://localhost:81/health",
+            "http://localhost"
+        ));
     }
 
     #[tokio::test]

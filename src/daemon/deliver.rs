@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::gate::Gate;
+use super::gate::{Gate, FLAP_WINDOW};
 use super::message::{Incoming, Template};
 use super::policy::{self, Outcome, Retry, Settlement};
 use super::room::Place;
@@ -214,8 +214,13 @@ impl Dispatcher {
         self.metrics.delivered.with_label_values(&[label]).inc();
 
         if let Outcome::ConnectFailed(e) = &outcome {
+            // A POST that cannot connect right after the application came
+            // back means the probe and the POSTs disagree (a TLS failure, a
+            // port that accepts but a path that cannot): the message then
+            // settles as an ordinary failure rather than wait again.
+            let flapping = self.gate.reopened_within(FLAP_WINDOW);
             self.gate.close(e);
-            if held_for + elapsed < self.hold_limit {
+            if held_for + elapsed < self.hold_limit && !flapping {
                 tracing::debug!(message_id = %msg.id, error = %e,
                     "POST could not connect; the message waits for the application");
                 return Attempt::Unreachable(Box::new(msg));
@@ -303,7 +308,7 @@ impl Dispatcher {
             }
             Err(e) => {
                 self.metrics.dead_letter_failures.inc();
-                let retry_in_s = self.retry.wait_s(receive_count, fastrand::f64());
+                let retry_in_s = self.retry.wait_s(receive_count.max(1), fastrand::f64());
                 tracing::warn!(message_id = %msg.id, status, receive_count, error = %e,
                     retry_in_s,
                     "could not copy the message to the dead-letter queue; it stays in the queue and will be visible again");

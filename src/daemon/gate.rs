@@ -28,6 +28,9 @@ use crate::app::probe::Probe;
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Failed health checks in a row that close the gate.
 pub const HEALTH_FAILURES: u32 = 3;
+/// A POST that cannot connect within this long after the gate reopened
+/// settles as an ordinary failure instead of waiting for the next reopening.
+pub const FLAP_WINDOW: Duration = Duration::from_secs(10);
 /// How often the daemon says it is still waiting for the application.
 pub const WAITING_REMINDER: Duration = Duration::from_secs(30);
 
@@ -37,6 +40,10 @@ pub struct Gate {
     state: watch::Sender<Option<String>>,
     /// Receives under way.
     receiving: watch::Sender<usize>,
+    /// When the gate last opened again after an outage (not at startup).
+    reopened_at: std::sync::Mutex<Option<Instant>>,
+    /// Whether it has been open before.
+    was_open: std::sync::atomic::AtomicBool,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 }
@@ -50,6 +57,8 @@ impl Gate {
         Gate {
             state: watch::Sender::new(Some(why)),
             receiving: watch::Sender::new(0),
+            reopened_at: std::sync::Mutex::new(None),
+            was_open: std::sync::atomic::AtomicBool::new(false),
             health,
             metrics,
         }
@@ -112,8 +121,28 @@ impl Gate {
         if changed {
             self.health.app_available();
             self.metrics.app_available.set(1);
+            if self
+                .was_open
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                if let Ok(mut at) = self.reopened_at.lock() {
+                    *at = Some(Instant::now());
+                }
+            }
         }
         changed
+    }
+
+    /// Whether the gate opened again after an outage less than `within`
+    /// ago: a POST that cannot connect so soon after means the probe and
+    /// the POSTs disagree, and the message should not wait for yet another
+    /// reopening.
+    pub fn reopened_within(&self, within: Duration) -> bool {
+        self.reopened_at
+            .lock()
+            .ok()
+            .and_then(|at| *at)
+            .is_some_and(|at| at.elapsed() < within)
     }
 }
 
@@ -155,9 +184,18 @@ pub async fn watch(
     let target = check.target();
     let mut first = true;
     loop {
-        // Closed: wait for the application.
+        // Closed: wait for the application. After an outage began, the
+        // first probe waits an interval too, so that an application whose
+        // port accepts while its POSTs cannot connect is not flapped open
+        // and shut many times a second.
         let since = Instant::now();
         let mut reminded: Option<Instant> = None;
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+            }
+        }
         loop {
             let probed = tokio::select! {
                 _ = stop.cancelled() => return,

@@ -103,6 +103,13 @@ impl Poller {
             let Some(room) = self.claim_starts(room).await else {
                 return;
             };
+            // The application went down while this poller waited for its
+            // turn: receive nothing.
+            if room == 0 || !self.gate.is_open() {
+                self.room.give_back(room);
+                self.book_starts(room, 0);
+                continue;
+            }
             tracing::debug!(max = room, long, "receiving");
             let received = tokio::select! {
                 biased;
@@ -170,6 +177,10 @@ impl Poller {
                         _ = self.stop.cancelled() => {
                             self.room.give_back(room);
                             return None;
+                        }
+                        _ = self.gate.closed() => {
+                            self.room.give_back(room);
+                            return Some(0);
                         }
                         _ = tokio::time::sleep(wait) => {}
                     }

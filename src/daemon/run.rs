@@ -163,6 +163,7 @@ pub async fn run(
     reload: Reload,
 ) -> Result<(), RunError> {
     let cron_source = CronSource::load(config.cron_file.clone())?;
+    let probe = Probe::new(&config).map_err(RunError::Probe)?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
 
@@ -299,7 +300,6 @@ pub async fn run(
 
     // Nothing is received until the application is reached.
     let gate = Arc::new(Gate::new(health.clone(), metrics.clone()));
-    let probe = Probe::new(&config).map_err(RunError::Probe)?;
     let watcher_stop = CancellationToken::new();
     let watcher = tokio::spawn(gate::watch(
         gate.clone(),

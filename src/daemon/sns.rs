@@ -116,6 +116,9 @@ pub fn unwrap(body: &str) -> Unwrapped {
     }
 }
 
+/// Most attributes SNS puts on a message.
+pub const MAX_SNS_ATTRIBUTES: usize = 10;
+
 /// `{"name": {"Type": "String", "Value": "..."}}` as sorted pairs, String
 /// and Number only.
 fn attributes(value: Option<Value>) -> Result<Vec<(String, String)>, String> {
@@ -124,6 +127,14 @@ fn attributes(value: Option<Value>) -> Result<Vec<(String, String)>, String> {
         Some(Value::Object(map)) => map,
         Some(_) => return Err("MessageAttributes is not an object".into()),
     };
+    // SNS itself allows 10 attributes per message: more is not an
+    // envelope SNS wrote, and would make a header block of any size.
+    if map.len() > MAX_SNS_ATTRIBUTES {
+        return Err(format!(
+            "MessageAttributes holds {} attributes; SNS allows at most {MAX_SNS_ATTRIBUTES}",
+            map.len()
+        ));
+    }
     let mut out: Vec<(String, String)> = map
         .into_iter()
         .filter_map(|(name, attribute)| {
@@ -255,6 +266,14 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_not_followed() {
+        let many: String = (0..11)
+            .map(|i| format!(r#""a{i}":{{"Type":"String","Value":"v"}}"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        let crowded = format!(
+            r#"{{"Type":"Notification","MessageId":"m","TopicArn":"t","Message":"x","MessageAttributes":{{{many}}}}}"#
+        );
+        assert!(matches!(unwrap(&crowded), Unwrapped::Malformed(r) if r.contains("at most 10")));
         let deep = format!(
             "{{\"Type\":\"Notification\",\"x\":{}{}}}",
             "[".repeat(100_000),

@@ -374,3 +374,38 @@ async fn abort_cuts_a_hanging_copy_short_and_keeps_the_message() {
     assert_eq!(r.settled().await, vec![visible_after("slow", 7)]);
     assert_eq!(r.dispatcher.metrics.dead_letter_failures.get(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_post_that_cannot_connect_right_after_a_reopening_settles_as_a_failure() {
+    let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = refusing_until(up);
+    let r = rig(app.clone());
+    let never = CancellationToken::new();
+    // The probe said the application is back, moments ago.
+    r.dispatcher.gate.close("cannot connect");
+    assert!(r.dispatcher.gate.open());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _receiving = r.dispatcher.gate.receiving();
+    let held = r.held("flap", None).await;
+    let t0 = Instant::now();
+    r.dispatcher
+        .deliver_in_order(vec![held], &never, &never)
+        .await;
+    // Not held for another reopening: an ordinary failure at once.
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(app.seen().len(), 1);
+    assert_eq!(
+        settlements(r.settled().await),
+        vec![visible_after("flap", 7)]
+    );
+    // Long after the reopening, a refused POST waits for the application.
+    r.dispatcher.gate.open();
+    tokio::time::sleep(FLAP_WINDOW).await;
+    let later = r.held("later", None).await;
+    let waiting = r.dispatcher.deliver_in_order(vec![later], &never, &never);
+    let timed = tokio::time::timeout(Duration::from_secs(30), waiting).await;
+    assert!(
+        timed.is_err(),
+        "held while a receive is under way and the gate is shut"
+    );
+}
