@@ -9,7 +9,11 @@
 //!    the daemon's own metrics) and POST latency percentiles (from its
 //!    histogram).
 //!
-//! Settings: SQSD_BENCH_MESSAGES (default 5000), SQSD_BENCH_CONNECTIONS (50).
+//! Settings: SQSD_BENCH_MESSAGES (default 5000), SQSD_BENCH_CONNECTIONS (50),
+//! SQSD_BENCH_SQS_LATENCY_MS (0): when set, the daemon reaches SQS through an
+//! in-process TCP proxy that holds every request for that long before
+//! passing it on, as a real SQS region far from a test endpoint would. The
+//! preload goes straight to the endpoint.
 
 use std::convert::Infallible;
 use std::process::{Child, Command, Stdio};
@@ -39,6 +43,12 @@ async fn main() -> Result<(), Error> {
         .map_err(|_| "SQSD_TEST_SQS_ENDPOINT is not set; run bench/run.sh")?;
     let messages = env_usize("SQSD_BENCH_MESSAGES", 5000);
     let connections = env_usize("SQSD_BENCH_CONNECTIONS", 50);
+    let latency = Duration::from_millis(env_usize("SQSD_BENCH_SQS_LATENCY_MS", 0) as u64);
+    let daemon_endpoint = if latency.is_zero() {
+        endpoint.clone()
+    } else {
+        delay_proxy(&endpoint, latency).await?
+    };
     let client = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -65,7 +75,7 @@ async fn main() -> Result<(), Error> {
         .await?
         .queue_url
         .ok_or("no url")?;
-    let mut idle = Daemon::start(&endpoint, &idle_queue, &sink_url, connections)?;
+    let mut idle = Daemon::start(&daemon_endpoint, &idle_queue, &sink_url, connections)?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rss = idle.status_kb("VmRSS:")?;
     idle.stop();
@@ -74,7 +84,7 @@ async fn main() -> Result<(), Error> {
     let load_started = Instant::now();
     preload(&client, &queue, messages).await?;
     let load_time = load_started.elapsed();
-    let mut daemon = Daemon::start(&endpoint, &queue, &sink_url, connections)?;
+    let mut daemon = Daemon::start(&daemon_endpoint, &queue, &sink_url, connections)?;
     let admin = daemon.wait_admin().await?;
     let cpu_before = daemon.cpu_seconds()?;
     let requests_before = metric_sum(&admin, "sqsd_sqs_requests_total").await?;
@@ -101,7 +111,8 @@ async fn main() -> Result<(), Error> {
 
     let n = messages as f64;
     println!(
-        "sqsd benchmark: {messages} messages, http_connections={connections}, endpoint {endpoint}"
+        "sqsd benchmark: {messages} messages, http_connections={connections}, endpoint {endpoint}, added SQS latency {} ms",
+        latency.as_millis()
     );
     println!(
         "  preload (SendMessageBatch)     {:>10.1} s",
@@ -138,6 +149,61 @@ async fn main() -> Result<(), Error> {
         delivered.load(Ordering::Relaxed)
     );
     Ok(())
+}
+
+/// A TCP proxy to `endpoint` that delivers every byte the daemon sends
+/// `delay` after it arrived (answers come back at once); its URL.
+async fn delay_proxy(endpoint: &str, delay: Duration) -> Result<String, Error> {
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                let reader = async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        match client_read.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let due = tokio::time::Instant::now() + delay;
+                                if tx.send((due, buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                };
+                let writer = async move {
+                    use tokio::io::AsyncWriteExt;
+                    while let Some((due, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(due).await;
+                        if server_write.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = server_write.shutdown().await;
+                };
+                let back = tokio::io::copy(&mut server_read, &mut client_write);
+                let _ = tokio::join!(reader, writer, back);
+            });
+        }
+    });
+    Ok(url)
 }
 
 /// A sink application that answers 200 at once and counts requests.
