@@ -72,7 +72,11 @@ impl Probe {
         match self {
             Probe::Connect { host, port } if host.contains(':') => format!("[{host}]:{port}"),
             Probe::Connect { host, port } => format!("{host}:{port}"),
-            Probe::Health { url, .. } => url.clone(),
+            Probe::Health { url, .. } => match url.split_once('?') {
+                // A query may carry a token: logs show only that there is one.
+                Some((path, _)) => format!("{path}?…"),
+                None => url.clone(),
+            },
         }
     }
 
@@ -96,9 +100,20 @@ impl Probe {
                 let answer = tokio::time::timeout(HEALTH_TIMEOUT, client.get(url).send()).await;
                 match answer {
                     Ok(Ok(r)) if r.status().is_success() => Ok(()),
-                    Ok(Ok(r)) => Err(format!("{url} answered {}", r.status().as_u16())),
-                    Ok(Err(e)) => Err(format!("{url}: {}", crate::http1::error_chain(&e))),
-                    Err(_) => Err(format!("{url}: no answer within {HEALTH_TIMEOUT:?}")),
+                    Ok(Ok(r)) => Err(format!(
+                        "{} answered {}",
+                        self.target(),
+                        r.status().as_u16()
+                    )),
+                    Ok(Err(e)) => Err(format!(
+                        "{}: {}",
+                        self.target(),
+                        crate::http1::error_chain(&e.without_url())
+                    )),
+                    Err(_) => Err(format!(
+                        "{}: no answer within {HEALTH_TIMEOUT:?}",
+                        self.target()
+                    )),
                 }
             }
         }

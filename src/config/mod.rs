@@ -670,6 +670,14 @@ fn signing_keys(
         }
     }
     if let Some(text) = non_empty(env(SIGNING_KEY_ENV)) {
+        if text.split(',').all(|k| k.trim().is_empty()) {
+            problems.push(Problem {
+                setting: SIGNING_KEY_ENV.into(),
+                source: Source::Env(SIGNING_KEY_ENV),
+                message: "is set but holds no key: unset it, or give keys separated by commas"
+                    .into(),
+            });
+        }
         match secrets::signing_keys_from_env(&text) {
             Ok(k) => keys.extend(k),
             Err(message) => problems.push(Problem {

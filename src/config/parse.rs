@@ -152,10 +152,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A value as it is quoted in an error message: at most [`SHOWN_CHARS`]
 /// characters, so that a huge value cannot flood the terminal or the log.
 pub fn shown(text: &str) -> String {
+    let text = &without_userinfo(text);
     match text.char_indices().nth(SHOWN_CHARS) {
         None => format!("{text:?}"),
         Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
     }
+}
+
+/// `scheme://user:password@host…` with the user part replaced by `***`, so
+/// that a password given by mistake in a URL is never echoed.
+pub fn without_userinfo(text: &str) -> String {
+    if let Some(scheme_end) = text.find("://") {
+        let rest = &text[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            return format!("{}***{}", &text[..scheme_end + 3], &rest[at..]);
+        }
+    }
+    text.to_string()
 }
 
 /// Most characters of a value quoted in an error message.

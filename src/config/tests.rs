@@ -858,3 +858,21 @@ fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
         );
     }
 }
+
+#[test]
+fn a_signing_key_variable_holding_no_key_is_refused() {
+    for value in [",", " , ,,"] {
+        let err = match load_with(
+            &[("queue_url", QUEUE)],
+            &[("SQSD_SIGNING_KEY", value)],
+            None,
+        ) {
+            Err(e) => e,
+            Ok(loaded) => panic!(
+                "{value:?} accepted with {} keys",
+                loaded.config.signing_keys.len()
+            ),
+        };
+        assert!(err.to_string().contains("holds no key"), "{err}");
+    }
+}
