@@ -166,6 +166,15 @@ impl Layers {
                 layers.problems.push(problem);
             }
         }
+        // EB's probe port belongs to EB's application address: pointed at
+        // another application, sqsd probes that one's port.
+        let own_worker_url = layers
+            .values
+            .get(WORKER_URL)
+            .is_some_and(|(_, s)| !matches!(s, Source::Default | Source::EbConfig(_)));
+        if own_worker_url {
+            layers.app_probe_port = None;
+        }
         layers.derive_cron_table_mode();
         layers.signing_key_env = non_empty((inputs.env)(SIGNING_KEY_ENV)).is_some();
         layers

@@ -1065,3 +1065,19 @@ fn eb_registry_table_is_not_shared_until_eb_mode_exists() {
     assert_eq!(c.cron_table.as_deref(), Some("sqsd-cron"));
     assert_eq!(c.cron_table_mode, CronTableMode::Standard);
 }
+
+#[test]
+fn eb_probe_port_follows_eb_application_address_only() {
+    let eb = eb_file("queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nhttp_port: 80\nhealthcheck: TCP:8081\n");
+    let path = eb.0.display().to_string();
+    let c = load_with(&[(EB_CONFIG, &path)], &[], None).unwrap().config;
+    assert_eq!(c.app_probe_port, Some(8081));
+    let loaded = load_with(
+        &[(EB_CONFIG, &path)],
+        &[("SQSD_WORKER_URL", "http://127.0.0.1:9000")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(loaded.config.app_probe_port, None);
+    assert_eq!(loaded.layers.app_probe_port_source(), None);
+}
