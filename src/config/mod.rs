@@ -671,7 +671,6 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
 /// Options the contract names whose feature this version does not have
 /// yet: refused rather than accepted and silently ignored.
 fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
-    let eb_mode_from_eb_file = matches!(p.source(CRON_TABLE_MODE), Some(Source::EbConfig(_)));
     let mut refuse = |key: &str, what: &str| {
         let source = p.source(key).unwrap_or(Source::Default);
         p.problem(
@@ -683,24 +682,13 @@ fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
     if config.ecs_task_protection {
         refuse(ECS_TASK_PROTECTION, "ECS task scale-in protection");
     }
-    if config.cron_table_mode == CronTableMode::Eb {
-        if eb_mode_from_eb_file {
-            // The user did not ask for eb mode: EB's file named its table.
-            let source = p.source(CRON_TABLE).unwrap_or(Source::Default);
-            p.problem(
-                CRON_TABLE,
-                source,
-                "is EB's leader registry (registry_table), which this version of sqsd cannot share yet: \
-                 set cron_table to a DynamoDB table of sqsd's own in sqsd's file or environment \
-                 (the instance role then needs the table permissions of the standard mode)"
-                    .into(),
-            );
-        } else {
-            refuse(
-                CRON_TABLE_MODE,
-                "sharing Elastic Beanstalk's leader registry",
-            );
-        }
+    if config.cron_table_mode == CronTableMode::Eb && config.cron_table.is_none() {
+        let source = p.source(CRON_TABLE_MODE).unwrap_or(Source::Default);
+        p.problem(
+            CRON_TABLE_MODE,
+            source,
+            "eb needs cron_table: the name of Elastic Beanstalk's leader registry (registry_table of eb_config)".into(),
+        );
     }
 }
 

@@ -835,24 +835,23 @@ fn debug_output_hides_the_secrets() {
 
 #[test]
 fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
-    for (key, value) in [(ECS_TASK_PROTECTION, "true"), (CRON_TABLE_MODE, "eb")] {
-        let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
-            Err(e) => e,
-            Ok(_) => panic!("{key}={value} accepted"),
-        };
-        assert_eq!(err.problems.len(), 1, "{err}");
-        assert_eq!(err.problems[0].setting, key);
-        assert_eq!(
-            err.problems[0].source,
-            Source::Flag(spec(key).unwrap().flag)
-        );
-        assert!(
-            err.problems[0]
-                .message
-                .contains("not available in this version"),
-            "{err}"
-        );
-    }
+    let (key, value) = (ECS_TASK_PROTECTION, "true");
+    let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
+        Err(e) => e,
+        Ok(_) => panic!("{key}={value} accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].setting, key);
+    assert_eq!(
+        err.problems[0].source,
+        Source::Flag(spec(key).unwrap().flag)
+    );
+    assert!(
+        err.problems[0]
+            .message
+            .contains("not available in this version"),
+        "{err}"
+    );
 }
 
 /// EB's file as EB writes it to `/etc/aws-sqsd.d/default.yaml` (keys as seen
@@ -1044,16 +1043,19 @@ fn eb_config_files_are_bounded_and_must_be_mappings() {
 }
 
 #[test]
-fn eb_registry_table_is_not_shared_until_eb_mode_exists() {
+fn eb_registry_table_selects_eb_mode_unless_a_layer_chooses() {
     let eb = eb_file("queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nregistry_table: e-stack-AWSEBWorkerCronLeaderRegistry-1\n");
     let path = eb.0.display().to_string();
-    let err = match load_with(&[(EB_CONFIG, &path)], &[], None) {
-        Err(e) => e,
-        Ok(_) => panic!("EB's registry accepted without eb mode"),
-    };
-    assert_eq!(err.problems.len(), 1, "{err}");
-    assert_eq!(err.problems[0].setting, CRON_TABLE);
-    assert_eq!(err.problems[0].source, Source::EbConfig(eb.0.clone()));
+    let loaded = load_with(&[(EB_CONFIG, &path)], &[], None).unwrap();
+    assert_eq!(
+        loaded.config.cron_table.as_deref(),
+        Some("e-stack-AWSEBWorkerCronLeaderRegistry-1")
+    );
+    assert_eq!(loaded.config.cron_table_mode, CronTableMode::Eb);
+    assert_eq!(
+        loaded.layers.get(CRON_TABLE_MODE).unwrap().1,
+        Source::EbConfig(eb.0.clone())
+    );
     // A table of sqsd's own, set in a higher layer, is standard mode.
     let c = load_with(
         &[(EB_CONFIG, &path), ("cron_table", "sqsd-cron")],
@@ -1063,6 +1065,15 @@ fn eb_registry_table_is_not_shared_until_eb_mode_exists() {
     .unwrap()
     .config;
     assert_eq!(c.cron_table.as_deref(), Some("sqsd-cron"));
+    assert_eq!(c.cron_table_mode, CronTableMode::Standard);
+    // An explicit mode wins.
+    let c = load_with(
+        &[(EB_CONFIG, &path), ("cron_table_mode", "standard")],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
     assert_eq!(c.cron_table_mode, CronTableMode::Standard);
 }
 
@@ -1080,4 +1091,27 @@ fn eb_probe_port_follows_eb_application_address_only() {
     .unwrap();
     assert_eq!(loaded.config.app_probe_port, None);
     assert_eq!(loaded.layers.app_probe_port_source(), None);
+}
+
+#[test]
+fn eb_mode_needs_a_table() {
+    let err = match load_with(&[("queue_url", QUEUE), (CRON_TABLE_MODE, "eb")], &[], None) {
+        Err(e) => e,
+        Ok(_) => panic!("cron_table_mode eb without a table accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].setting, CRON_TABLE_MODE);
+    assert!(err.problems[0].message.contains("cron_table"), "{err}");
+    let c = load_with(
+        &[
+            ("queue_url", QUEUE),
+            (CRON_TABLE_MODE, "eb"),
+            (CRON_TABLE, "t-stack-AWSEBWorkerCronLeaderRegistry-1"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.cron_table_mode, CronTableMode::Eb);
 }
