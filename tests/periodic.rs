@@ -1791,3 +1791,37 @@ async fn dynamodb_down_at_start_holds_up_tasks_not_messages() {
     .await;
     assert_no_tick_twice(&messages_per_tick(&app, "late"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eb_mode_creates_nothing_and_refuses_a_table_of_another_shape() {
+    let queue = TestQueue::new("cron-eb-table").await;
+    let file = scratch_file("cron.yaml", &cron_yaml(&[("t", "/t", "0 0 1 1 *")]));
+    let absent = table_name("awseb-absent-AWSEBWorkerCronLeaderRegistry");
+    let standard = table_name("sqsd-shaped");
+    create_table(&standard).await;
+    for (table, says) in [
+        (absent.as_str(), "creates nothing"),
+        (standard.as_str(), "id (S)"),
+    ] {
+        let (code, err) = run_sqsd(&[
+            "--queue-url",
+            queue.url.as_str(),
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--cron-table",
+            table,
+            "--cron-table-mode",
+            "eb",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(code, 64, "{err}");
+        assert!(err.contains(table) && err.contains(says), "{err}");
+    }
+    let exists = common::dynamodb()
+        .describe_table()
+        .table_name(&absent)
+        .send()
+        .await;
+    assert!(exists.is_err(), "eb mode created {absent}");
+}
