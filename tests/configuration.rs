@@ -555,3 +555,136 @@ fn visibility_lease_in_each_spelling_help_and_check_config() {
         );
     }
 }
+
+/// EB's daemon configuration as EB writes it to `/etc/aws-sqsd.d/default.yaml`
+/// (keys as in its daemon), for `queue_url` and the application at `port`.
+fn eb_default_yaml(queue_url: &str, port: u16) -> String {
+    format!(
+        "---\nhttp_connections: 10\nhttp_port: {port}\nverbose: true\ninactivity_timeout: 299\n\
+         healthcheck: TCP:{port}\nenvironment_name: my-worker\nqueue_url: {queue_url}\n\
+         dynamodb_ssl: true\nquiet: false\nvia_sns: false\nretention_period: 345600\n\
+         sqs_ssl: true\nthreads: 50\nmime_type: application/json\nerror_visibility_timeout: 2\n\
+         debug: false\nhttp_path: /eb-path\nsqs_verify_checksums: true\nconnect_timeout: 5\n\
+         visibility_timeout: 300\nkeepalive: true\n"
+    )
+}
+
+#[test]
+fn check_config_shows_eb_config_values_under_sqsds_file_and_flags() {
+    let eb = temp_file("eb-default.yaml", &eb_default_yaml(Q, 8080));
+    let eb_json = temp_file(
+        "eb-default.json",
+        &format!(
+            r#"{{"queue_url":"{Q}","http_port":"8080","http_path":"/eb-path","http_connections":"10","threads":"50"}}"#
+        ),
+    );
+    for (eb, has_tcp_check) in [(&eb, true), (&eb_json, false)] {
+        let eb_path = eb.to_str().unwrap();
+        let own = temp_file(
+            "own.yaml",
+            &format!("eb_config: {eb_path}\nhttp_path: /own\n"),
+        );
+        let (code, out, err) = run_to_end(
+            &[
+                "check-config",
+                "--config",
+                own.to_str().unwrap(),
+                "--http-connections",
+                "12",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{err}");
+        let from_eb = format!("# eb_config {eb_path}");
+        assert!(
+            out.contains(&format!("queue_url: \"{Q}\"  {from_eb}")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("worker_url: \"http://localhost:8080\"  {from_eb}")),
+            "{out}"
+        );
+        assert!(out.contains("http_path: \"/own\"  # file"), "{out}");
+        assert!(
+            out.contains("http_connections: \"12\"  # flag --http-connections"),
+            "{out}"
+        );
+        assert!(out.contains("threads"), "ignored keys not listed: {out}");
+        if has_tcp_check {
+            assert!(
+                out.contains(&format!("app_probe_port: 8080  {from_eb}")),
+                "{out}"
+            );
+        } else {
+            assert!(out.contains("app_probe_port: ~  # not set"), "{out}");
+        }
+        let _ = std::fs::remove_file(own);
+    }
+    let _ = std::fs::remove_file(eb);
+    let _ = std::fs::remove_file(eb_json);
+}
+
+#[test]
+fn malformed_eb_config_exits_64_naming_the_key() {
+    let cases = [
+        ("http_port: eighty\n", "http_port"),
+        ("healthcheck: ICMP:80\n", "healthcheck"),
+        ("visibility_timeout: [1, 2]\n", "visibility_timeout"),
+        ("- not\n- a mapping\n", "eb_config"),
+    ];
+    for (text, key) in cases {
+        let eb = temp_file("eb-bad.yaml", &format!("queue_url: {Q}\n{text}"));
+        let eb_path = eb.to_str().unwrap();
+        let run = run_bounded(&["check-config", "--eb-config", eb_path], QUICK * 2);
+        assert_refused_quickly(&run, &format!("{key} (from eb_config {eb_path})"));
+        let _ = std::fs::remove_file(eb);
+    }
+    let deep = temp_file("eb-deep.yaml", &format!("x: {}", "[".repeat(100_000)));
+    let run = run_bounded(
+        &["check-config", "--eb-config", deep.to_str().unwrap()],
+        QUICK * 2,
+    );
+    assert_refused_quickly(&run, "nested too deeply");
+    let _ = std::fs::remove_file(deep);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eb_config_drives_the_daemon() {
+    let queue = TestQueue::new("ebconfig").await;
+    let app = App::ok().await;
+    let port: u16 = app
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("app port");
+    let eb = temp_file("eb-run.yaml", &eb_default_yaml(&queue.url, port));
+    queue.send("from-eb").await;
+    // Only EB's file and the admin port (EB's file has no such key).
+    let d = Daemon::start(vec![
+        "--eb-config".into(),
+        eb.display().to_string(),
+        "--admin-addr".into(),
+        "127.0.0.1:0".into(),
+    ])
+    .await;
+    let seen = app.wait_requests(1, Duration::from_secs(30)).await;
+    assert_eq!(seen[0].target, "/eb-path");
+    // `verbose: true` turned debug on, and the keys sqsd ignores are said
+    // once.
+    let line = d
+        .wait_log("without a meaning for sqsd", Duration::from_secs(10))
+        .await;
+    assert!(
+        line.contains("threads") && line.contains("keepalive"),
+        "{line}"
+    );
+    assert_eq!(
+        d.logs()
+            .iter()
+            .filter(|l| l.contains("without a meaning for sqsd"))
+            .count(),
+        1
+    );
+    let _ = std::fs::remove_file(eb);
+}

@@ -347,6 +347,33 @@ fn iam_policy_names_exactly_the_calls_the_daemon_makes() {
         }
     }
     assert_eq!(granted, called, "policy actions vs SDK calls in src/");
+    // cron_table_mode eb runs under Elastic Beanstalk's worker-tier role,
+    // which allows these item actions on its leader registry and nothing
+    // else (tests/periodic.rs checks the calls made in that mode too).
+    let eb_role: BTreeSet<&str> = [
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:BatchGetItem",
+        "dynamodb:BatchWriteItem",
+    ]
+    .into();
+    let eb_statement = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "ElasticBeanstalkLeaderRegistry")
+        .expect("a statement for cron_table_mode eb");
+    for action in eb_statement["Action"].as_array().unwrap() {
+        let action = action.as_str().unwrap();
+        assert!(
+            eb_role.contains(action),
+            "{action} is not allowed to EB's role"
+        );
+    }
     assert_eq!(
         resources.len(),
         2,

@@ -110,6 +110,12 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
 /// (even for a request whose daemon hung up: it still holds its turn until
 /// moto answers).
 async fn serial_dynamodb() -> String {
+    serial_dynamodb_recording(Arc::new(Mutex::new(BTreeSet::new()))).await
+}
+
+/// [`serial_dynamodb`] that also records each DynamoDB action it passes on
+/// (from `X-Amz-Target`) into `actions`.
+async fn serial_dynamodb_recording(actions: Arc<Mutex<BTreeSet<String>>>) -> String {
     let upstream = common::dynamodb_endpoint()
         .trim_end_matches('/')
         .to_string();
@@ -123,9 +129,18 @@ async fn serial_dynamodb() -> String {
                 continue;
             };
             let (upstream, turn, client) = (upstream.clone(), turn.clone(), client.clone());
+            let actions = actions.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let (upstream, turn, client) = (upstream.clone(), turn.clone(), client.clone());
+                    if let Some(target) = req
+                        .headers()
+                        .get("x-amz-target")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        let action = target.rsplit('.').next().unwrap_or(target);
+                        actions.lock().unwrap().insert(format!("dynamodb:{action}"));
+                    }
                     async move { Ok::<_, Infallible>(forward_one(req, &upstream, &turn, &client).await) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -674,6 +689,260 @@ async fn three_daemons_enqueue_each_tick_once_even_when_one_dies() {
         assert!(d.metric("sqsd_periodic_ticks_claimed_total").await > 0.0);
     }
     assert!(lost > 0.0, "the survivors never raced for a tick");
+}
+
+/// The actions EB's worker-tier instance role allows on its leader
+/// registry (the managed policy for the worker tier), and nothing else.
+const EB_ROLE_ACTIONS: &[&str] = &[
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:UpdateItem",
+];
+
+/// A table shaped like EB's leader registry: hash key `id` (S) only.
+async fn create_eb_table(name: &str) {
+    common::dynamodb()
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create EB-style table");
+}
+
+/// Every item of `table`, by `id`.
+async fn items_by_id(
+    table: &str,
+) -> BTreeMap<String, std::collections::HashMap<String, AttributeValue>> {
+    let mut out = BTreeMap::new();
+    let mut start = None;
+    loop {
+        let page = common::dynamodb()
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        for item in page.items() {
+            let id = item["id"].as_s().unwrap().clone();
+            out.insert(id, item.clone());
+        }
+        match page.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return out,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eb_mode_three_daemons_share_ebs_table_with_item_actions_only() {
+    let queue = TestQueue::new("cron-eb").await;
+    let app = App::ok().await;
+    let table = table_name("awseb-e-test-stack-AWSEBWorkerCronLeaderRegistry");
+    create_eb_table(&table).await;
+    let arn = queue.attribute(QueueAttributeName::QueueArn).await;
+    // EB's own records, which sqsd must leave alone.
+    let eb_ids = [
+        "leader-election-record",
+        "registration-record",
+        "every-second",
+    ];
+    for id in eb_ids {
+        common::dynamodb()
+            .put_item()
+            .table_name(&table)
+            .item("id", AttributeValue::S(id.into()))
+            .item("leader_id", AttributeValue::S("i-0123456789abcdef0".into()))
+            .item("expires_at", AttributeValue::N("1700000000".into()))
+            .send()
+            .await
+            .expect("seed EB record");
+    }
+    // Claims of a fleet that ran an hour ago: all but the newest go.
+    let hour_ago = Utc::now().timestamp() - 3600;
+    for i in 0..30 {
+        let tick = hour_ago + i;
+        common::dynamodb()
+            .put_item()
+            .table_name(&table)
+            .item(
+                "id",
+                AttributeValue::S(format!("sqsd#{arn}#every-second#{tick}")),
+            )
+            .item("tick", AttributeValue::N(tick.to_string()))
+            .item("sqsd_task", AttributeValue::S("every-second".into()))
+            .item("phase", AttributeValue::S("sent".into()))
+            .item("claimed_by", AttributeValue::S("gone".into()))
+            .item("version", AttributeValue::N("2".into()))
+            .send()
+            .await
+            .expect("seed old claim");
+    }
+    let eb_before = items_by_id(&table).await;
+    let actions = Arc::new(Mutex::new(BTreeSet::new()));
+    let dynamodb = serial_dynamodb_recording(actions.clone()).await;
+    let file = scratch_file(
+        "cron.yaml",
+        &cron_yaml(&[("every-second", "/tick", "* * * * * *")]),
+    );
+    let extra = [
+        "--cron-table",
+        table.as_str(),
+        "--cron-table-mode",
+        "eb",
+        "--cron-file",
+        file.to_str().unwrap(),
+        "--visibility-timeout",
+        "5",
+    ];
+    let mut daemons = Vec::new();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let (d, instance) = fleet_daemon(&queue.url, &app, &dynamodb, &extra).await;
+        daemons.push(d);
+        instances.push(instance);
+    }
+    for d in &daemons {
+        d.wait_ready(Duration::from_secs(20)).await;
+    }
+    let all_started = Utc::now();
+    let before_kill = eventually(
+        Duration::from_secs(60),
+        "15 ticks with three daemons",
+        || {
+            let ticks = messages_per_tick(&app, "every-second");
+            let after = ticks.keys().filter(|t| **t > all_started).count();
+            async move { (after >= 15).then_some(ticks) }
+        },
+    )
+    .await;
+    assert_no_tick_twice(&before_kill);
+    let mut dead = daemons.remove(0);
+    let dead_instance = instances.remove(0);
+    dead.kill9();
+    let killed_at = Utc::now();
+    eventually(Duration::from_secs(60), "15 ticks after the kill", || {
+        let n = messages_per_tick(&app, "every-second")
+            .keys()
+            .filter(|t| **t > killed_at)
+            .count();
+        async move { (n >= 15).then_some(()) }
+    })
+    .await;
+    // Each tick once, every second from the first: a tick the killed daemon
+    // had claimed but not sent is taken over after its lease; one it was
+    // sending when it died may be missing, and its record says so.
+    let first = *before_kill.keys().next().expect("a tick");
+    let last = killed_at.with_nanosecond(0).unwrap() + chrono::Duration::seconds(15);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let excused = loop {
+        let ticks = messages_per_tick(&app, "every-second");
+        assert_no_tick_twice(&ticks);
+        let mut missing = Vec::new();
+        let mut excused = Vec::new();
+        let mut t = first;
+        while t <= last {
+            if !ticks.contains_key(&t) {
+                let id = format!("sqsd#{arn}#every-second#{}", t.timestamp());
+                let record = common::dynamodb()
+                    .get_item()
+                    .table_name(&table)
+                    .key("id", AttributeValue::S(id))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .expect("get record")
+                    .item;
+                let text = |k: &str| {
+                    record
+                        .as_ref()
+                        .and_then(|i| i.get(k))
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                if text("phase") == "sending" && text("claimed_by") == dead_instance {
+                    excused.push(t);
+                } else {
+                    missing.push((t, text("phase"), text("claimed_by")));
+                }
+            }
+            t += chrono::Duration::seconds(1);
+        }
+        if missing.is_empty() {
+            break excused;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ticks never enqueued: {missing:?} (killed at {killed_at})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(excused.len() <= 2, "{excused:?}");
+
+    // EB's records untouched; the old claims pruned to the newest one; the
+    // records of this run bounded by the ticks it ran.
+    let items = items_by_id(&table).await;
+    for id in eb_ids {
+        assert_eq!(items.get(id), eb_before.get(id), "EB's record {id} changed");
+    }
+    let prefix = format!("sqsd#{arn}#every-second#");
+    let ours: Vec<i64> = items
+        .keys()
+        .filter_map(|id| id.strip_prefix(&prefix))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let old_left = ours
+        .iter()
+        .filter(|t| **t > 0 && **t < hour_ago + 30)
+        .count();
+    assert!(old_left <= 1, "{old_left} old claims left: {ours:?}");
+    let ran = (Utc::now() - all_started).num_seconds() + 30;
+    assert!(
+        (ours.len() as i64) <= ran + 2,
+        "{} records for about {ran} ticks",
+        ours.len()
+    );
+    assert!(
+        items
+            .keys()
+            .all(|id| eb_ids.contains(&id.as_str()) || id.starts_with("sqsd#")),
+        "{:?}",
+        items.keys().collect::<Vec<_>>()
+    );
+    // Only what EB's instance role allows.
+    let used = actions.lock().unwrap().clone();
+    let allowed: BTreeSet<String> = EB_ROLE_ACTIONS.iter().map(|a| a.to_string()).collect();
+    assert!(
+        used.is_subset(&allowed),
+        "{:?} not allowed to EB's role",
+        used.difference(&allowed).collect::<Vec<_>>()
+    );
+    assert!(
+        used.contains("dynamodb:PutItem") && used.contains("dynamodb:Scan"),
+        "{used:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1521,4 +1790,38 @@ async fn dynamodb_down_at_start_holds_up_tasks_not_messages() {
     )
     .await;
     assert_no_tick_twice(&messages_per_tick(&app, "late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eb_mode_creates_nothing_and_refuses_a_table_of_another_shape() {
+    let queue = TestQueue::new("cron-eb-table").await;
+    let file = scratch_file("cron.yaml", &cron_yaml(&[("t", "/t", "0 0 1 1 *")]));
+    let absent = table_name("awseb-absent-AWSEBWorkerCronLeaderRegistry");
+    let standard = table_name("sqsd-shaped");
+    create_table(&standard).await;
+    for (table, says) in [
+        (absent.as_str(), "creates nothing"),
+        (standard.as_str(), "id (S)"),
+    ] {
+        let (code, err) = run_sqsd(&[
+            "--queue-url",
+            queue.url.as_str(),
+            "--cron-file",
+            file.to_str().unwrap(),
+            "--cron-table",
+            table,
+            "--cron-table-mode",
+            "eb",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(code, 64, "{err}");
+        assert!(err.contains(table) && err.contains(says), "{err}");
+    }
+    let exists = common::dynamodb()
+        .describe_table()
+        .table_name(&absent)
+        .send()
+        .await;
+    assert!(exists.is_err(), "eb mode created {absent}");
 }

@@ -24,7 +24,7 @@ pub enum Probe {
 
 impl Probe {
     /// The probe for `config`: `health_url` when set, else a connect to
-    /// `worker_url`.
+    /// `worker_url`'s host on `app_probe_port` (or `worker_url`'s port).
     pub fn new(config: &Config) -> Result<Probe, String> {
         if let Some(url) = &config.health_url {
             // An application behind a proxy that checks the bearer token
@@ -61,9 +61,14 @@ impl Probe {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| format!("worker_url {} has no port", config.worker_url))?;
+        // EB's `healthcheck: TCP:<port>` names the port to probe; the host
+        // is the application's.
+        let port = match config.app_probe_port {
+            Some(port) => port,
+            None => url
+                .port_or_known_default()
+                .ok_or_else(|| format!("worker_url {} has no port", config.worker_url))?,
+        };
         Ok(Probe::Connect { host, port })
     }
 
@@ -174,6 +179,19 @@ mod tests {
         assert_eq!(p.target(), "app.internal:443");
         let p = Probe::new(&config("http://[::1]:8080", None)).unwrap();
         assert_eq!(p.target(), "[::1]:8080");
+    }
+
+    #[tokio::test]
+    async fn a_probe_port_from_eb_replaces_the_worker_url_port() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The application's POSTs go to port 1 (nothing listens there); EB's
+        // `healthcheck: TCP:<port>` names the port that is up.
+        let mut c = config("http://127.0.0.1:1", None);
+        c.app_probe_port = Some(port);
+        let probe = Probe::new(&c).unwrap();
+        assert_eq!(probe.target(), format!("127.0.0.1:{port}"));
+        probe.check().await.unwrap();
     }
 
     /// A one-shot HTTP server answering `status` to each request.

@@ -4,6 +4,7 @@
 //! Parsing never stops at the first problem: every bad setting is collected
 //! with where it came from, so a user fixes them all in one go.
 
+mod eb;
 mod limits;
 mod options;
 mod parse;
@@ -106,6 +107,11 @@ pub struct Layers {
     app_probe_port: Option<(u16, Source)>,
     /// Whether `SQSD_SIGNING_KEY` was set (its keys are never kept here).
     signing_key_env: bool,
+    /// Keys of `eb_config` accepted without a meaning for sqsd.
+    eb_ignored: Vec<String>,
+    /// Problems of `eb_config`, each with the option its key feeds; kept
+    /// only when no higher layer sets that option.
+    eb_problems: Vec<(Option<&'static str>, Problem)>,
 }
 
 /// What the loader reads from outside; tests give a map instead of the process.
@@ -117,7 +123,8 @@ pub struct Inputs<'a> {
 }
 
 impl Layers {
-    /// Stacks default < file < environment < flag for every option.
+    /// Stacks default < EB's file (`eb_config`) < sqsd's file <
+    /// environment < flag for every option.
     pub fn gather(inputs: &Inputs<'_>) -> Layers {
         let mut layers = Layers::default();
         for o in OPTIONS {
@@ -135,6 +142,9 @@ impl Layers {
         if let Some((path, source)) = file {
             layers.read_file(&path, source);
         }
+        if let Some((path, via)) = layers.eb_config_path(inputs) {
+            layers.apply_eb(&path, &via);
+        }
         for o in OPTIONS {
             if let Some(v) = non_empty((inputs.env)(o.env)) {
                 layers.values.insert(o.key, (v, Source::Env(o.env)));
@@ -145,9 +155,66 @@ impl Layers {
                     .insert(o.key, (v.clone(), Source::Flag(o.flag)));
             }
         }
+        for (feeds, problem) in std::mem::take(&mut layers.eb_problems) {
+            let overridden = feeds.is_some_and(|key| {
+                layers
+                    .values
+                    .get(key)
+                    .is_some_and(|(_, s)| !matches!(s, Source::Default | Source::EbConfig(_)))
+            });
+            if !overridden {
+                layers.problems.push(problem);
+            }
+        }
+        // EB's probe port belongs to EB's application address: pointed at
+        // another application, sqsd probes that one's port.
+        let own_worker_url = layers
+            .values
+            .get(WORKER_URL)
+            .is_some_and(|(_, s)| !matches!(s, Source::Default | Source::EbConfig(_)));
+        if own_worker_url {
+            layers.app_probe_port = None;
+        }
         layers.derive_cron_table_mode();
         layers.signing_key_env = non_empty((inputs.env)(SIGNING_KEY_ENV)).is_some();
         layers
+    }
+
+    /// Where EB's file is named: a flag, else the environment, else sqsd's
+    /// own file (already read).
+    fn eb_config_path(&self, inputs: &Inputs<'_>) -> Option<(PathBuf, Source)> {
+        let spec = spec(EB_CONFIG)?;
+        if let Some(p) = inputs.flags.get(EB_CONFIG).filter(|p| !p.is_empty()) {
+            return Some((PathBuf::from(p), Source::Flag(spec.flag)));
+        }
+        if let Some(p) = non_empty((inputs.env)(spec.env)) {
+            return Some((PathBuf::from(p), Source::Env(spec.env)));
+        }
+        match self.values.get(EB_CONFIG) {
+            Some((p, source @ Source::File(_))) if !p.is_empty() => {
+                Some((PathBuf::from(p), source.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Lays EB's file under sqsd's: its values fill only what sqsd's own
+    /// file left at the default (environment and flags come after).
+    fn apply_eb(&mut self, path: &Path, via: &Source) {
+        let layer = eb::read(path, via);
+        let source = Source::EbConfig(path.to_path_buf());
+        for (key, text) in layer.values {
+            let taken = self
+                .values
+                .get(key)
+                .is_some_and(|(_, s)| *s != Source::Default);
+            if !taken {
+                self.values.insert(key, (text, source.clone()));
+            }
+        }
+        self.app_probe_port = layer.app_probe_port.map(|port| (port, source));
+        self.eb_problems = layer.problems;
+        self.eb_ignored = layer.ignored;
     }
 
     /// A `cron_table` taken from EB's file is EB's leader registry, so its
@@ -264,6 +331,12 @@ impl Layers {
     /// Where `app_probe_port` came from, if it is set.
     pub fn app_probe_port_source(&self) -> Option<&Source> {
         self.app_probe_port.as_ref().map(|(_, source)| source)
+    }
+
+    /// Keys of `eb_config` that mean nothing to sqsd (EB's own tuning,
+    /// keys of newer platforms): accepted, for one line at debug level.
+    pub fn eb_ignored(&self) -> &[String] {
+        &self.eb_ignored
     }
 
     /// Whether `SQSD_SIGNING_KEY` was given.
@@ -606,20 +679,16 @@ fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
             format!("{what} is not available in this version of sqsd yet; leave {key} unset"),
         );
     };
-    if config.eb_config.is_some() {
-        refuse(
-            EB_CONFIG,
-            "reading Elastic Beanstalk's daemon configuration",
-        );
-    }
-    if config.cron_table_mode == CronTableMode::Eb {
-        refuse(
-            CRON_TABLE_MODE,
-            "sharing Elastic Beanstalk's leader registry",
-        );
-    }
     if config.ecs_task_protection {
         refuse(ECS_TASK_PROTECTION, "ECS task scale-in protection");
+    }
+    if config.cron_table_mode == CronTableMode::Eb && config.cron_table.is_none() {
+        let source = p.source(CRON_TABLE_MODE).unwrap_or(Source::Default);
+        p.problem(
+            CRON_TABLE_MODE,
+            source,
+            "eb needs cron_table: the name of Elastic Beanstalk's leader registry (registry_table of eb_config)".into(),
+        );
     }
 }
 

@@ -835,28 +835,285 @@ fn debug_output_hides_the_secrets() {
 
 #[test]
 fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
-    for (key, value) in [
-        (EB_CONFIG, "/etc/aws-sqsd.d/default.yaml"),
-        (ECS_TASK_PROTECTION, "true"),
-        (CRON_TABLE_MODE, "eb"),
+    let (key, value) = (ECS_TASK_PROTECTION, "true");
+    let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
+        Err(e) => e,
+        Ok(_) => panic!("{key}={value} accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].setting, key);
+    assert_eq!(
+        err.problems[0].source,
+        Source::Flag(spec(key).unwrap().flag)
+    );
+    assert!(
+        err.problems[0]
+            .message
+            .contains("not available in this version"),
+        "{err}"
+    );
+}
+
+/// EB's file as EB writes it to `/etc/aws-sqsd.d/default.yaml` (keys as seen
+/// in its daemon; values made up).
+const EB_FILE: &str = "---
+http_connections: 10
+http_port: 8080
+verbose: false
+inactivity_timeout: 1799
+healthcheck: TCP:8081
+environment_name: my-worker
+queue_url: https://sqs.us-east-1.amazonaws.com/123456789012/awseb-e-abc-stack-AWSEBWorkerQueue-X
+dynamodb_ssl: true
+quiet: false
+via_sns: true
+retention_period: 604800
+sqs_ssl: true
+threads: 50
+mime_type: text/plain
+error_visibility_timeout: 7
+debug: false
+http_path: /work
+sqs_verify_checksums: true
+connect_timeout: 9
+visibility_timeout: 1800
+keepalive: true
+";
+
+fn eb_file(text: &str) -> TempFile {
+    let mut f = tempfile();
+    f.1.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn eb_config_is_mapped_under_every_other_layer() {
+    let eb = eb_file(EB_FILE);
+    let path = eb.0.display().to_string();
+    let loaded = load_with(&[(EB_CONFIG, &path)], &[], None).unwrap();
+    let c = &loaded.config;
+    let from_eb = Source::EbConfig(eb.0.clone());
+    assert_eq!(c.eb_config.as_deref(), Some(eb.0.as_path()));
+    assert_eq!(
+        c.queue_url,
+        "https://sqs.us-east-1.amazonaws.com/123456789012/awseb-e-abc-stack-AWSEBWorkerQueue-X"
+    );
+    assert_eq!(c.worker_url, "http://localhost:8080");
+    assert_eq!(c.http_path, "/work");
+    assert_eq!(c.mime_type, "text/plain");
+    assert_eq!(c.http_connections, 10);
+    assert_eq!(c.connect_timeout, Duration::from_secs(9));
+    assert_eq!(c.inactivity_timeout, Duration::from_secs(1799));
+    assert_eq!(c.visibility_timeout, 1800);
+    assert_eq!(c.error_visibility_timeout, 7);
+    assert_eq!(c.retention_period, Duration::from_secs(604_800));
+    assert!(c.sns_unwrap);
+    assert_eq!(c.app_probe_port, Some(8081));
+    assert_eq!(c.log_level, "info");
+    for key in [
+        QUEUE_URL,
+        WORKER_URL,
+        HTTP_PATH,
+        SNS_UNWRAP,
+        VISIBILITY_TIMEOUT,
     ] {
-        let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
+        assert_eq!(loaded.layers.get(key).unwrap().1, from_eb, "{key}");
+    }
+    assert_eq!(loaded.layers.app_probe_port_source(), Some(&from_eb));
+    assert_eq!(
+        loaded.layers.eb_ignored(),
+        [
+            "environment_name",
+            "dynamodb_ssl",
+            "quiet",
+            "sqs_ssl",
+            "threads",
+            "sqs_verify_checksums",
+            "keepalive"
+        ]
+    );
+
+    // sqsd's own file, then the environment, then a flag override EB's.
+    let own = format!("eb_config: {path}\nhttp_path: /own\nvisibility_timeout: 60\n");
+    let loaded = load_with(
+        &[("mime_type", "application/xml")],
+        &[("SQSD_VISIBILITY_TIMEOUT", "90")],
+        Some(&own),
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.eb_config.as_deref(), Some(eb.0.as_path()));
+    assert_eq!(c.http_path, "/own");
+    assert!(matches!(
+        loaded.layers.get(HTTP_PATH).unwrap().1,
+        Source::File(_)
+    ));
+    assert_eq!(c.visibility_timeout, 90);
+    assert_eq!(c.mime_type, "application/xml");
+    assert_eq!(c.http_connections, 10);
+    assert_eq!(loaded.layers.get(HTTP_CONNECTIONS).unwrap().1, from_eb);
+}
+
+#[test]
+fn eb_config_in_json_as_get_config_prints_it() {
+    let eb = eb_file(
+        r#"{"http_port":"8000","healthcheck":"HTTP:8000/health","queue_url":"https://sqs.us-east-1.amazonaws.com/1/q","verbose":"true","threads":"50"}"#,
+    );
+    let path = eb.0.display().to_string();
+    let c = load_with(&[], &[("SQSD_EB_CONFIG", &path)], None)
+        .unwrap()
+        .config;
+    assert_eq!(c.worker_url, "http://localhost:8000");
+    assert_eq!(
+        c.health_url.as_deref(),
+        Some("http://localhost:8000/health")
+    );
+    assert_eq!(c.app_probe_port, None);
+    assert_eq!(c.log_level, "debug");
+}
+
+#[test]
+fn a_bad_eb_value_names_the_key_and_the_file_unless_overridden() {
+    let eb = eb_file("queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nvisibility_timeout: forever\nhttp_port: 0\n");
+    let path = eb.0.display().to_string();
+    let err = match load_with(&[(EB_CONFIG, &path)], &[], None) {
+        Err(e) => e,
+        Ok(_) => panic!("accepted"),
+    };
+    let settings: Vec<&str> = err.problems.iter().map(|p| p.setting.as_str()).collect();
+    assert!(settings.contains(&"visibility_timeout"), "{err}");
+    assert!(settings.contains(&"http_port"), "{err}");
+    assert!(err
+        .problems
+        .iter()
+        .all(|p| p.source == Source::EbConfig(eb.0.clone())));
+    assert!(
+        err.to_string().contains(&format!("eb_config {path}")),
+        "{err}"
+    );
+    // A drop-in override of both makes EB's bad values irrelevant.
+    let c = load_with(
+        &[
+            (EB_CONFIG, &path),
+            ("visibility_timeout", "30"),
+            ("worker_url", "http://localhost:81"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.visibility_timeout, 30);
+    assert_eq!(c.worker_url, "http://localhost:81");
+}
+
+#[test]
+fn eb_config_files_are_bounded_and_must_be_mappings() {
+    for (text, says) in [
+        ("- a\n- b\n".to_string(), "mapping"),
+        ("queue_url: [".to_string(), "YAML"),
+        (
+            format!("x: {}{}\n", "[".repeat(100), "]".repeat(100)),
+            "nested too deeply",
+        ),
+        ("x: 1\n".repeat(300_000), "larger than the limit"),
+    ] {
+        let eb = eb_file(&text);
+        let path = eb.0.display().to_string();
+        let err = match load_with(&[("queue_url", QUEUE), (EB_CONFIG, &path)], &[], None) {
             Err(e) => e,
-            Ok(_) => panic!("{key}={value} accepted"),
+            Ok(_) => panic!("accepted"),
         };
         assert_eq!(err.problems.len(), 1, "{err}");
-        assert_eq!(err.problems[0].setting, key);
-        assert_eq!(
-            err.problems[0].source,
-            Source::Flag(spec(key).unwrap().flag)
-        );
-        assert!(
-            err.problems[0]
-                .message
-                .contains("not available in this version"),
-            "{err}"
-        );
+        assert_eq!(err.problems[0].setting, EB_CONFIG);
+        assert!(err.problems[0].message.contains(says), "{err}");
     }
+    let err = match load_with(
+        &[
+            ("queue_url", QUEUE),
+            (EB_CONFIG, "/nonexistent/default.yaml"),
+        ],
+        &[],
+        None,
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("accepted"),
+    };
+    assert_eq!(err.problems[0].source, Source::Flag("eb-config"), "{err}");
+}
+
+#[test]
+fn eb_registry_table_selects_eb_mode_unless_a_layer_chooses() {
+    let eb = eb_file("queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nregistry_table: e-stack-AWSEBWorkerCronLeaderRegistry-1\n");
+    let path = eb.0.display().to_string();
+    let loaded = load_with(&[(EB_CONFIG, &path)], &[], None).unwrap();
+    assert_eq!(
+        loaded.config.cron_table.as_deref(),
+        Some("e-stack-AWSEBWorkerCronLeaderRegistry-1")
+    );
+    assert_eq!(loaded.config.cron_table_mode, CronTableMode::Eb);
+    assert_eq!(
+        loaded.layers.get(CRON_TABLE_MODE).unwrap().1,
+        Source::EbConfig(eb.0.clone())
+    );
+    // A table of sqsd's own, set in a higher layer, is standard mode.
+    let c = load_with(
+        &[(EB_CONFIG, &path), ("cron_table", "sqsd-cron")],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.cron_table.as_deref(), Some("sqsd-cron"));
+    assert_eq!(c.cron_table_mode, CronTableMode::Standard);
+    // An explicit mode wins.
+    let c = load_with(
+        &[(EB_CONFIG, &path), ("cron_table_mode", "standard")],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.cron_table_mode, CronTableMode::Standard);
+}
+
+#[test]
+fn eb_probe_port_follows_eb_application_address_only() {
+    let eb = eb_file("queue_url: https://sqs.us-east-1.amazonaws.com/1/q\nhttp_port: 80\nhealthcheck: TCP:8081\n");
+    let path = eb.0.display().to_string();
+    let c = load_with(&[(EB_CONFIG, &path)], &[], None).unwrap().config;
+    assert_eq!(c.app_probe_port, Some(8081));
+    let loaded = load_with(
+        &[(EB_CONFIG, &path)],
+        &[("SQSD_WORKER_URL", "http://127.0.0.1:9000")],
+        None,
+    )
+    .unwrap();
+    assert_eq!(loaded.config.app_probe_port, None);
+    assert_eq!(loaded.layers.app_probe_port_source(), None);
+}
+
+#[test]
+fn eb_mode_needs_a_table() {
+    let err = match load_with(&[("queue_url", QUEUE), (CRON_TABLE_MODE, "eb")], &[], None) {
+        Err(e) => e,
+        Ok(_) => panic!("cron_table_mode eb without a table accepted"),
+    };
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].setting, CRON_TABLE_MODE);
+    assert!(err.problems[0].message.contains("cron_table"), "{err}");
+    let c = load_with(
+        &[
+            ("queue_url", QUEUE),
+            (CRON_TABLE_MODE, "eb"),
+            (CRON_TABLE, "t-stack-AWSEBWorkerCronLeaderRegistry-1"),
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(c.cron_table_mode, CronTableMode::Eb);
 }
 
 #[test]

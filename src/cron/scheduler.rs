@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::claims::{Claims, Record};
+use super::claims::{Claims, Layout, Record};
 use super::enqueue::{Enqueuer, Job, TaskSender, FIFO_RESEND_WITHIN};
 use super::file::{self, Task};
 use super::lease::{LeaseWatch, LEASE};
@@ -42,6 +42,9 @@ pub const GRACE: Duration = Duration::from_secs(10);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// Most ticks of one task caught up in one sweep (the newest ones).
 const MAX_CATCH_UP_TICKS: usize = 100;
+/// In Elastic Beanstalk's table, old records are deleted on the first
+/// sweep and then every this many sweeps (no TTL can be set there).
+const PRUNE_EVERY_SWEEPS: u32 = 4;
 /// How long shutdown waits for enqueues in flight.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -486,6 +489,7 @@ impl Scheduler {
         let mut since: HashMap<String, DateTime<Utc>> = HashMap::new();
         let mut reported: HashSet<String> = HashSet::new();
         let mut watch = LeaseWatch::default();
+        let mut sweeps: u32 = 0;
         loop {
             for task in &tasks {
                 if token.is_cancelled() {
@@ -516,6 +520,17 @@ impl Scheduler {
                         "cron table sweep failed; trying again later"),
                 }
             }
+            if claims.layout() == Layout::Eb && sweeps % PRUNE_EVERY_SWEEPS == 0 {
+                let keep_from = Utc::now() - chrono(CATCH_UP + SWEEP_EVERY);
+                match claims.prune(keep_from).await {
+                    Ok(0) => {}
+                    Ok(deleted) => tracing::info!(deleted, table = %claims.table(),
+                        "deleted old periodic-task records from Elastic Beanstalk's table"),
+                    Err(e) => tracing::warn!(error = %e,
+                        "cannot delete old periodic-task records; trying again later"),
+                }
+            }
+            sweeps = sweeps.wrapping_add(1);
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(SWEEP_EVERY) => {}
@@ -548,7 +563,8 @@ impl Scheduler {
         let Some(query_from) = older.or(ticks.first().copied()) else {
             return Ok(());
         };
-        let records = claims.records(&task.name, query_from, to).await?;
+        let wanted: Vec<DateTime<Utc>> = older.into_iter().chain(ticks.iter().copied()).collect();
+        let records = claims.records(&task.name, query_from, to, &wanted).await?;
         if let Some(t) = older.filter(|t| !records.contains_key(&t.timestamp())) {
             self.metrics
                 .ticks_skipped

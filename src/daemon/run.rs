@@ -33,7 +33,7 @@ use crate::aws::dead_letter::{DeadLetterError, DeadLetterQueue};
 use crate::aws::sqs_json::SqsJson;
 use crate::aws::{self, queue, Queue, QueueError};
 use crate::config::{self, Config};
-use crate::cron::claims::Claims;
+use crate::cron::claims::{Claims, Layout};
 use crate::cron::{CronSource, Scheduler, TaskQueue};
 use crate::signals::Reload;
 use crate::time::SystemClock;
@@ -248,6 +248,10 @@ pub async fn run(
                 table.clone(),
                 &task_queue.scope,
                 instance_id(),
+                match config.cron_table_mode {
+                    crate::config::CronTableMode::Standard => Layout::Standard,
+                    crate::config::CronTableMode::Eb => Layout::Eb,
+                },
             );
             // A missing or unusable table stops startup. DynamoDB that does
             // not answer yet must not hold up message delivery: the

@@ -1,0 +1,5 @@
+#!/bin/bash
+# Elastic Beanstalk, application deployments, postdeploy: enable and (re)start
+# sqsd-rs.service with the daemon configuration EB has just written.
+set -euo pipefail
+exec bash "$(dirname "$0")/../../sqsd/sqsd-eb.sh" start
