@@ -618,9 +618,6 @@ fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
             "sharing Elastic Beanstalk's leader registry",
         );
     }
-    if config.ecs_task_protection {
-        refuse(ECS_TASK_PROTECTION, "ECS task scale-in protection");
-    }
 }
 
 /// Reads the signing keys and the token the configuration names; a problem

@@ -498,6 +498,11 @@ fn new_option_cases() -> Vec<OptionCase> {
             Box::new(|c| !c.ecs_task_protection),
         ),
         (
+            ECS_TASK_PROTECTION,
+            "true",
+            Box::new(|c| c.ecs_task_protection),
+        ),
+        (
             ECS_TASK_PROTECTION_MINUTES,
             "2880",
             Box::new(|c| c.ecs_task_protection_minutes == 2880),
@@ -837,7 +842,6 @@ fn debug_output_hides_the_secrets() {
 fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
     for (key, value) in [
         (EB_CONFIG, "/etc/aws-sqsd.d/default.yaml"),
-        (ECS_TASK_PROTECTION, "true"),
         (CRON_TABLE_MODE, "eb"),
     ] {
         let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
