@@ -11,7 +11,10 @@ draws the same series with matplotlib:
   with a periodic task every 10 s and the backlog read every second;
 - a producer that sends in phases (steady, burst, pause, steady) through
   the embedded endpoint's JSON protocol;
-- a scraper that reads /metrics every second.
+- a scraper that reads /metrics every second;
+- a stand-in for the ECS agent on loopback (`ECS_AGENT_URI`) that accepts
+  every task-protection PUT, so the protection panel shows sqsd turning
+  protection on with work and off after 30 s idle.
 
 Each panel is computed from the scrapes the way its PromQL would be: rates
 from consecutive counter samples over a 5 s window, quantiles from the
@@ -43,7 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = [  # (seconds, messages per second)
     (40, 150),
     (25, 900),
-    (30, 0),
+    (45, 0),
     (35, 250),
     (20, 0),
 ]
@@ -68,6 +71,26 @@ class Worker(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class Agent(BaseHTTPRequestHandler):
+    """Accepts every task-protection PUT, as the ECS agent does for a task
+    of a service whose role may call UpdateTaskProtection."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_PUT(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(min(length, 1 << 16))
+        body = b'{"protection":{}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
@@ -222,6 +245,7 @@ def plot(samples, path, t0):
         },
         "ECS task scale-in protection": {
             "tasks protected": series(samples, "sqsd_ecs_task_protected").get("", []),
+            "agent failures": rate(series(samples, "sqsd_ecs_protection_failures_total").get("", [])),
         },
     }
     missing = [t for t in titles if t not in panels]
@@ -253,6 +277,8 @@ def main():
     binary, out = sys.argv[1], sys.argv[2]
     app = ThreadingHTTPServer(("127.0.0.1", 0), Worker)
     threading.Thread(target=app.serve_forever, daemon=True).start()
+    agent = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=agent.serve_forever, daemon=True).start()
     sqs_port, admin = free_port(), f"127.0.0.1:{free_port()}"
     cron = os.path.join(os.path.dirname(os.path.abspath(out)), ".dashboard-cron.yaml")
     with open(cron, "w") as f:
@@ -262,7 +288,9 @@ def main():
          "--sqs-listen", f"127.0.0.1:{sqs_port}", "--admin-addr", admin,
          "--http-connections", "32", "--queue-metrics-interval", "1s",
          "--dead-letter-codes", "422", "--error-visibility-timeout", "2",
-         "--cron-file", cron, "--log-level", "warn"],
+         "--cron-file", cron, "--ecs-task-protection", "true",
+         "--ecs-task-protection-minutes", "1", "--log-level", "warn"],
+        env={**os.environ, "ECS_AGENT_URI": f"http://127.0.0.1:{agent.server_port}/api/task"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{sqs_port}"
@@ -294,6 +322,7 @@ def main():
         daemon.wait(timeout=60)
         os.remove(cron)
         app.shutdown()
+        agent.shutdown()
 
 
 if __name__ == "__main__":
