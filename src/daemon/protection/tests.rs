@@ -165,12 +165,20 @@ async fn protection_is_renewed_at_half_its_length_while_work_goes_on() {
     }
 
     // The longest allowed protection is renewed after a day, not before.
-    let long = Rig::start(2880);
-    long.hold(1);
-    long.at(secs(86_399.0)).await;
-    assert_eq!(long.puts().len(), 1);
-    long.at(secs(86_401.0)).await;
-    assert_eq!(long.puts().len(), 2);
+    let mut keeper = Keeper::new(2880);
+    let busy = Activity {
+        held: 1,
+        received: 1,
+    };
+    let t0 = Instant::now();
+    let asked = keeper.next(busy, t0);
+    assert_eq!(asked, Some(Protection::On { minutes: 2880 }));
+    keeper.answered(Protection::On { minutes: 2880 }, true, t0, t0);
+    assert_eq!(keeper.next(busy, t0 + secs(86_399.0)), None);
+    assert_eq!(
+        keeper.next(busy, t0 + secs(86_400.0)),
+        Some(Protection::On { minutes: 2880 })
+    );
 }
 
 #[tokio::test(start_paused = true)]
