@@ -8,7 +8,8 @@ draws the same series with matplotlib:
   POSTs in 2-40 ms, some with 500 (retried) and some with 422
   (dead-lettered);
 - `sqsd local` (the embedded SQS endpoint and the daemon in one process),
-  with a periodic task every 10 s and the backlog read every second;
+  with a periodic task every 2 minutes (a task message is work too:
+  more often, and protection would never go off) and the backlog read every second;
 - a producer that sends in phases (steady, burst, pause, steady) through
   the embedded endpoint's JSON protocol;
 - a scraper that reads /metrics every second;
@@ -44,12 +45,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = [  # (seconds, messages per second)
-    (40, 150),
-    (25, 900),
+    (30, 150),
+    (20, 600),
     (45, 0),
-    (35, 250),
-    (20, 0),
+    (30, 200),
 ]
+# After the last phase: scraping goes on until the queue and the daemon are
+# empty and protection is off, then this long.
+TAIL = 10
 WINDOW = 5  # seconds, the rate window
 
 
@@ -282,11 +285,11 @@ def main():
     sqs_port, admin = free_port(), f"127.0.0.1:{free_port()}"
     cron = os.path.join(os.path.dirname(os.path.abspath(out)), ".dashboard-cron.yaml")
     with open(cron, "w") as f:
-        f.write('version: 1\ncron:\n  - name: report\n    url: /tasks/report\n    schedule: "*/10 * * * * *"\n')
+        f.write('version: 1\ncron:\n  - name: report\n    url: /tasks/report\n    schedule: "0 */2 * * * *"\n')
     daemon = subprocess.Popen(
         [binary, "local", "--worker-url", f"http://127.0.0.1:{app.server_port}",
          "--sqs-listen", f"127.0.0.1:{sqs_port}", "--admin-addr", admin,
-         "--http-connections", "32", "--queue-metrics-interval", "1s",
+         "--http-connections", "16", "--queue-metrics-interval", "1s",
          "--dead-letter-codes", "422", "--error-visibility-timeout", "2",
          "--cron-file", cron, "--ecs-task-protection", "true",
          "--ecs-task-protection-minutes", "1", "--log-level", "warn"],
@@ -311,6 +314,19 @@ def main():
         t0 = time.time()
         scraper.start()
         produce(endpoint, queue_url, stop)
+        idle_since, give_up = None, time.time() + 300
+        while time.time() < give_up:
+            time.sleep(1)
+            last = samples[-1][1] if samples else {}
+            visible = last.get(("sqsd_queue_messages", (("state", "visible"),)), 1)
+            held = last.get(("sqsd_messages_held", ()), 1)
+            protected = last.get(("sqsd_ecs_task_protected", ()), 1)
+            if visible == 0 and held == 0 and protected == 0:
+                idle_since = idle_since or time.time()
+                if time.time() - idle_since >= TAIL:
+                    break
+            else:
+                idle_since = None
         stop.set()
         scraper.join()
         plot(samples, out, t0)
