@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, Daemon, TestQueue};
+use serde::Deserialize;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -448,6 +449,86 @@ fn ecs_task_definition_matches_the_ecs_api_and_drains() {
     );
 }
 
+/// The ECS permission for task scale-in protection. sqsd makes no ECS call
+/// itself (so `iam_policy_names_exactly_the_calls_the_daemon_makes` cannot
+/// see it): it PUTs to the ECS agent, which calls UpdateTaskProtection with
+/// the task role. The policy grants exactly what the agent's endpoint needs,
+/// on the tasks of one cluster in the worker queue's account and region, and
+/// the task definition that turns protection on says where to find it.
+#[test]
+fn ecs_task_protection_policy_grants_what_the_agent_needs() {
+    let agent_client = read("src/aws/ecs_agent.rs");
+    assert!(
+        agent_client.contains("/task-protection/v1/state"),
+        "the agent endpoint sqsd calls"
+    );
+    let policy = json("deploy/iam/ecs-task-protection-policy.json");
+    assert_eq!(policy["Version"], "2012-10-17");
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    let s = &statements[0];
+    assert_eq!(s["Effect"], "Allow");
+    let actions: BTreeSet<&str> = s["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeSet::from(["ecs:GetTaskProtection", "ecs:UpdateTaskProtection"])
+    );
+    // The account and region of the worker queue in sqsd-policy.json.
+    let sqs = json("deploy/iam/sqsd-policy.json");
+    let queue_arn = sqs["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "WorkerQueue")
+        .and_then(|s| s["Resource"].as_str())
+        .unwrap()
+        .to_string();
+    let parts: Vec<&str> = queue_arn.split(':').collect();
+    let (region, account) = (parts[3], parts[4]);
+    let resource = s["Resource"].as_str().expect("one resource");
+    let prefix = format!("arn:aws:ecs:{region}:{account}:task/");
+    let cluster = resource
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix("/*"))
+        .unwrap_or_else(|| panic!("{resource} is not {prefix}<cluster>/*"));
+    assert!(
+        !cluster.is_empty() && !cluster.contains(['*', '/']),
+        "the tasks of one named cluster: {resource}"
+    );
+
+    let def = json("deploy/ecs/task-definition.json");
+    let sqsd = def["containerDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sqsd")
+        .unwrap();
+    assert!(sqsd["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "SQSD_ECS_TASK_PROTECTION" && e["value"] == "true"));
+    let readme = read("deploy/ecs/README.md");
+    for needed in [
+        "ecs-task-protection-policy.json",
+        "ecs:UpdateTaskProtection",
+        "sqsd_ecs_protection_failures_total",
+        "ApproximateNumberOfMessagesVisible",
+        "RunningTaskCount",
+        cluster,
+    ] {
+        assert!(
+            readme.contains(needed),
+            "deploy/ecs/README.md lacks {needed}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------- Kubernetes
 
 #[test]
@@ -542,6 +623,91 @@ fn kubernetes_manifests_validate_and_agree() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("nightly-report"), "{out}");
+}
+
+/// The optional KEDA overlay scales the base Deployment on the queue that
+/// Deployment's sqsd reads, with the workload's own IRSA identity.
+#[test]
+fn keda_scaled_object_scales_the_deployment_on_its_queue() {
+    let overlay = yaml("deploy/k8s/keda/kustomization.yaml");
+    let resources: Vec<&str> = overlay["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(resources, ["../", "scaledobject.yaml"]);
+    let text = read("deploy/k8s/keda/scaledobject.yaml");
+    let docs: Vec<Yaml> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Yaml::deserialize(d).expect("YAML document"))
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let scaled = of_kind("ScaledObject");
+    let auth = of_kind("TriggerAuthentication");
+    for d in [scaled, auth] {
+        assert_eq!(d["apiVersion"], "keda.sh/v1alpha1");
+    }
+    assert_eq!(auth["spec"]["podIdentity"]["provider"], "aws");
+    assert_eq!(auth["spec"]["podIdentity"]["identityOwner"], "workload");
+
+    let deployment = yaml("deploy/k8s/deployment.yaml");
+    let target = &scaled["spec"]["scaleTargetRef"];
+    assert_eq!(target["kind"], "Deployment");
+    assert_eq!(target["apiVersion"], deployment["apiVersion"]);
+    assert_eq!(target["name"], deployment["metadata"]["name"]);
+    let sqsd = deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sqsd")
+        .unwrap();
+    let queue_url = sqsd["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SQSD_QUEUE_URL")
+        .and_then(|e| e["value"].as_str())
+        .unwrap();
+    let triggers = scaled["spec"]["triggers"].as_sequence().unwrap();
+    assert_eq!(triggers.len(), 1);
+    let trigger = &triggers[0];
+    assert_eq!(trigger["type"], "aws-sqs-queue");
+    assert_eq!(
+        trigger["authenticationRef"]["name"],
+        auth["metadata"]["name"]
+    );
+    let meta = &trigger["metadata"];
+    assert_eq!(meta["queueURL"].as_str(), Some(queue_url));
+    let region = queue_url
+        .strip_prefix("https://sqs.")
+        .and_then(|r| r.split('.').next())
+        .unwrap();
+    assert_eq!(meta["awsRegion"].as_str(), Some(region));
+    // KEDA takes metadata as strings only.
+    for (key, value) in meta.as_mapping().unwrap() {
+        assert!(value.is_string(), "metadata {key:?} must be a string");
+    }
+    let per_replica: u64 = meta["queueLength"].as_str().unwrap().parse().unwrap();
+    assert!(per_replica > 0);
+    let (min, max) = (
+        scaled["spec"]["minReplicaCount"].as_u64().unwrap(),
+        scaled["spec"]["maxReplicaCount"].as_u64().unwrap(),
+    );
+    assert!(min >= 1 && max > min, "{min}..{max}");
+    // The workload's role reads the queue: GetQueueAttributes is granted on it.
+    let sa = yaml("deploy/k8s/serviceaccount.yaml");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["serviceAccountName"],
+        sa["metadata"]["name"]
+    );
+    let policy = read("deploy/iam/sqsd-policy.json");
+    assert!(policy.contains("sqs:GetQueueAttributes"));
+    let queue_name = queue_url.rsplit('/').next().unwrap();
+    assert!(policy.contains(&format!(":{queue_name}\"")));
 }
 
 // ---------------------------------------------------------- LocalStack compose

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub ticks_unknown: IntCounterVec,
     pub enqueue_failures: IntCounterVec,
     pub task_next_run: IntGaugeVec,
+    /// 1 while the ECS agent has accepted scale-in protection for this task.
+    pub ecs_protected: IntGauge,
+    /// Protection requests the ECS agent did not take.
+    pub ecs_protection_failures: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -236,6 +240,20 @@ impl Metrics {
                 r.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            ecs_protected: {
+                let g = IntGauge::new(
+                    "sqsd_ecs_task_protected",
+                    "1 while the ECS agent has accepted scale-in protection for this task (ecs_task_protection)",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            ecs_protection_failures: counter(
+                &r,
+                "sqsd_ecs_protection_failures_total",
+                "ECS task scale-in protection requests the agent did not take (each is tried again)",
+            ),
             registry: r,
         }
     }

@@ -3,13 +3,15 @@
 //! receive call ([`queue`]), its dead-letter queue for `dead_letter_codes`
 //! ([`dead_letter`]), the direct JSON-protocol client of the hot path
 //! ([`sqs_json`]) and the credentials it signs with ([`credentials`]), and
-//! the classification of failed calls ([`error`]).
+//! the classification of failed calls ([`error`]), and the ECS agent's
+//! task scale-in protection endpoint ([`ecs_agent`]).
 //!
 //! May use: `config`, `admin` (to count calls), `time` and the shared
 //! `http1` pool. Knows nothing of the application or of settling rules.
 
 pub mod credentials;
 pub mod dead_letter;
+pub mod ecs_agent;
 pub mod error;
 pub mod queue;
 pub mod setup;

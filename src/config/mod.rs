@@ -641,7 +641,7 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
     let worker_url = config.worker_url.clone();
     config.health_url = p.optional(HEALTH_URL, |v| parse::health_url(v, &worker_url));
     read_secrets(&mut config, &mut p, inputs.env);
-    refuse_not_yet_built(&config, &mut p);
+    check_combinations(&config, &mut p);
     let mut queue_problems = Vec::new();
     if let Some((value, source)) = &layers.queues {
         match serde_yaml::from_value::<Vec<QueueDecl>>(value.clone()) {
@@ -668,20 +668,8 @@ pub fn load(inputs: &Inputs<'_>) -> Result<Loaded, ConfigError> {
     }
 }
 
-/// Options the contract names whose feature this version does not have
-/// yet: refused rather than accepted and silently ignored.
-fn refuse_not_yet_built(config: &Config, p: &mut parse::Parser<'_>) {
-    let mut refuse = |key: &str, what: &str| {
-        let source = p.source(key).unwrap_or(Source::Default);
-        p.problem(
-            key,
-            source,
-            format!("{what} is not available in this version of sqsd yet; leave {key} unset"),
-        );
-    };
-    if config.ecs_task_protection {
-        refuse(ECS_TASK_PROTECTION, "ECS task scale-in protection");
-    }
+/// Settings that are fine alone but not together.
+fn check_combinations(config: &Config, p: &mut parse::Parser<'_>) {
     if config.cron_table_mode == CronTableMode::Eb && config.cron_table.is_none() {
         let source = p.source(CRON_TABLE_MODE).unwrap_or(Source::Default);
         p.problem(

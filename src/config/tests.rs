@@ -498,6 +498,11 @@ fn new_option_cases() -> Vec<OptionCase> {
             Box::new(|c| !c.ecs_task_protection),
         ),
         (
+            ECS_TASK_PROTECTION,
+            "true",
+            Box::new(|c| c.ecs_task_protection),
+        ),
+        (
             ECS_TASK_PROTECTION_MINUTES,
             "2880",
             Box::new(|c| c.ecs_task_protection_minutes == 2880),
@@ -830,27 +835,6 @@ fn debug_output_hides_the_secrets() {
     assert!(
         !shown.contains(&format!("{:?}", KEY_A.as_bytes())[1..20]),
         "{shown}"
-    );
-}
-
-#[test]
-fn options_whose_feature_is_not_built_yet_are_refused_not_ignored() {
-    let (key, value) = (ECS_TASK_PROTECTION, "true");
-    let err = match load_with(&[("queue_url", QUEUE), (key, value)], &[], None) {
-        Err(e) => e,
-        Ok(_) => panic!("{key}={value} accepted"),
-    };
-    assert_eq!(err.problems.len(), 1, "{err}");
-    assert_eq!(err.problems[0].setting, key);
-    assert_eq!(
-        err.problems[0].source,
-        Source::Flag(spec(key).unwrap().flag)
-    );
-    assert!(
-        err.problems[0]
-            .message
-            .contains("not available in this version"),
-        "{err}"
     );
 }
 

@@ -6,7 +6,8 @@
 //! the moment it is received until SQS has its settlement. The [`gate`]
 //! pauses receiving while the application is unavailable, and the [`pace`]
 //! spaces deliveries under a rate limit; [`backlog`] publishes the queue's
-//! backlog for autoscaling. [`run`] wires it together and
+//! backlog for autoscaling, and [`protection`] holds ECS task scale-in
+//! protection while messages are held. [`run`] wires it together and
 //! takes it down cleanly.
 //!
 //! May use: `aws` (receiving and settling), `app` (the POST), `admin`
@@ -20,6 +21,7 @@ pub mod message;
 pub mod pace;
 pub mod policy;
 pub mod poller;
+pub mod protection;
 pub mod room;
 pub mod run;
 pub mod settle;

@@ -4,7 +4,8 @@
 //! handling in `main`, or tests) decide when it stops. Shutdown order:
 //! stop receiving, release messages not yet started, wait for in-flight POSTs
 //! up to the drain timeout (then abandon and release them), flush every
-//! pending delete and visibility change, stop the admin listener.
+//! pending delete and visibility change, give up ECS task scale-in
+//! protection, stop the admin listener.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -324,6 +325,15 @@ pub async fn run(
         },
         metrics.clone(),
     );
+    let protection_stop = CancellationToken::new();
+    let protection_task = super::protection::start(
+        config.ecs_task_protection,
+        config.ecs_task_protection_minutes,
+        &|name| std::env::var(name).ok(),
+        settler.clone(),
+        metrics.clone(),
+        protection_stop.clone(),
+    );
     let dispatcher = Arc::new(Dispatcher {
         http: Arc::new(AppClient::new(&config)?),
         template: Template::new(
@@ -430,6 +440,11 @@ pub async fn run(
         scheduler_task,
         keys_task
     );
+    // Drained: scale-in may take this task now.
+    protection_stop.cancel();
+    if let Some(task) = protection_task {
+        let _ = task.await;
+    }
     watcher_stop.cancel();
     let _ = watcher.await;
     backlog_stop.cancel();
