@@ -79,6 +79,9 @@ impl EcsAgent {
             .timeout(PUT_TIMEOUT)
             .connect_timeout(PUT_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
+            // The agent is on the task's own link-local address: never
+            // through an HTTP proxy from the environment.
+            .no_proxy()
             .pool_max_idle_per_host(1)
             .build()
             .map_err(|e| format!("cannot build the ECS agent client: {e}"))?;
@@ -115,6 +118,12 @@ impl EcsAgent {
                     // An answer cut short still has its status.
                     Ok(None) | Err(_) => break,
                 }
+            }
+            if answer.len() >= MAX_ANSWER_BYTES {
+                // Too long to judge: the agent's answers are small.
+                return Err(AgentError::Unreachable(format!(
+                    "answer of {status} longer than {MAX_ANSWER_BYTES} bytes"
+                )));
             }
             judge(status, &answer)
         };

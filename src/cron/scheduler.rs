@@ -40,6 +40,9 @@ pub const CATCH_UP: Duration = Duration::from_secs(5 * 60);
 pub const GRACE: Duration = Duration::from_secs(10);
 /// How often the sweep runs.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// How far back records in Elastic Beanstalk's table are kept: twice the
+/// catch-up window (see where it is used).
+pub const PRUNE_KEEP: Duration = Duration::from_secs(2 * 5 * 60);
 /// Most ticks of one task caught up in one sweep (the newest ones).
 const MAX_CATCH_UP_TICKS: usize = 100;
 /// In Elastic Beanstalk's table, old records are deleted on the first
@@ -521,7 +524,10 @@ impl Scheduler {
                 }
             }
             if claims.layout() == Layout::Eb && sweeps % PRUNE_EVERY_SWEEPS == 0 {
-                let keep_from = Utc::now() - chrono(CATCH_UP + SWEEP_EVERY);
+                // Twice the catch-up window: a record is kept well past the
+                // last sweep (of a daemon whose clock runs behind, or a job
+                // still holding a late tick) that could still look it up.
+                let keep_from = Utc::now() - chrono(PRUNE_KEEP);
                 match claims.prune(keep_from).await {
                     Ok(0) => {}
                     Ok(deleted) => tracing::info!(deleted, table = %claims.table(),

@@ -123,7 +123,12 @@ impl Keeper {
                 self.maybe_on = true;
                 self.retry_at = Some(now + RETRY);
             }
-            (Protection::Off, false) => self.retry_at = Some(now + RETRY),
+            // The Off may have taken effect although its answer failed: the
+            // next work asks for protection again rather than trust it.
+            (Protection::Off, false) => {
+                self.renew_at = None;
+                self.retry_at = Some(now + RETRY);
+            }
         }
     }
 }

@@ -234,3 +234,34 @@ async fn shutdown_turns_protection_off_even_when_the_on_was_not_answered() {
     assert_eq!(puts.first().unwrap().0, ON_1);
     assert_eq!(puts.last().unwrap().0, Protection::Off, "{puts:?}");
 }
+
+#[test]
+fn after_an_off_whose_answer_failed_new_work_asks_for_protection_again() {
+    let t0 = Instant::now();
+    let mut k = Keeper::new(60);
+    let busy = Activity {
+        held: 1,
+        received: 1,
+    };
+    let idle = Activity {
+        held: 0,
+        received: 1,
+    };
+    let on = k.next(busy, t0).expect("protect when work starts");
+    k.answered(on, true, t0, t0);
+    // Idle long enough: Off, whose answer is lost (it may have taken effect).
+    let later = t0 + IDLE_OFF + Duration::from_secs(1);
+    let off = k.next(idle, later).expect("off when idle");
+    assert_eq!(off, Protection::Off);
+    k.answered(off, false, later, later);
+    // Work again, long before the first protection's renewal was due.
+    let again = later + RETRY + Duration::from_millis(1);
+    let busy_again = Activity {
+        held: 1,
+        received: 2,
+    };
+    assert!(
+        matches!(k.next(busy_again, again), Some(Protection::On { .. })),
+        "protection asked for again"
+    );
+}
