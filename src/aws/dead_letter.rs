@@ -190,9 +190,7 @@ pub fn parse_queue_arn(arn: &str) -> Option<(&str, &str)> {
 
 /// `deadLetterTargetArn` of the queue's redrive policy, if it has one.
 pub fn redrive_target(attributes: &HashMap<QueueAttributeName, String>) -> Option<String> {
-    let policy: serde_json::Value =
-        serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
-    policy
+    super::queue::redrive_policy(attributes)?
         .get("deadLetterTargetArn")?
         .as_str()
         .filter(|a| !a.is_empty())

@@ -188,11 +188,16 @@ pub fn warn_about_redrive(
     }
 }
 
+/// The queue's redrive policy, parsed, if it has a readable one.
+pub fn redrive_policy(
+    attributes: &HashMap<QueueAttributeName, String>,
+) -> Option<serde_json::Value> {
+    serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy)?).ok()
+}
+
 /// `maxReceiveCount` of the queue's redrive policy (a number or a string).
 pub fn redrive_max_receive_count(attributes: &HashMap<QueueAttributeName, String>) -> Option<u32> {
-    let policy: serde_json::Value =
-        serde_json::from_str(attributes.get(&QueueAttributeName::RedrivePolicy)?).ok()?;
-    match policy.get("maxReceiveCount")? {
+    match redrive_policy(attributes)?.get("maxReceiveCount")? {
         serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
