@@ -21,23 +21,6 @@ const ERROR_VISIBILITY_S: u64 = 2;
 /// Bytes of binary attribute value, with every byte SQS must keep as is.
 const BINARY: &[u8] = &[0, 1, 2, 0x7f, 0x80, 0xfe, 0xff];
 
-/// A queue of the test's own named `name`, with `attributes`.
-async fn named_queue(name: &str, attributes: HashMap<QueueAttributeName, String>) -> TestQueue {
-    let client = common::client();
-    let out = client
-        .create_queue()
-        .queue_name(name)
-        .set_attributes(Some(attributes))
-        .send()
-        .await
-        .expect("create queue");
-    TestQueue {
-        client,
-        url: out.queue_url.expect("queue url"),
-        name: name.to_string(),
-    }
-}
-
 /// A worker queue whose redrive policy names a fresh dead-letter queue
 /// (FIFO when `fifo`), with extra attributes `dlq_attributes` on the
 /// dead-letter queue. maxReceiveCount is high, so SQS's own redrive never
@@ -54,14 +37,14 @@ async fn queues(
         }
         a
     };
-    let dlq = named_queue(
+    let dlq = TestQueue::named(
         &format!("{prefix}-dlq-{:08x}{suffix}", fastrand::u32(..)),
         fifo_attr(dlq_attributes),
     )
     .await;
     let arn = dlq.attribute(QueueAttributeName::QueueArn).await;
     let policy = format!("{{\"deadLetterTargetArn\":\"{arn}\",\"maxReceiveCount\":\"100\"}}");
-    let worker = named_queue(
+    let worker = TestQueue::named(
         &format!("{prefix}-{:08x}{suffix}", fastrand::u32(..)),
         fifo_attr(HashMap::from([(QueueAttributeName::RedrivePolicy, policy)])),
     )

@@ -6,6 +6,8 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -328,6 +330,22 @@ async fn a_message_caught_by_a_long_poll_whose_link_broke_is_back_within_the_lea
     queue.wait_empty(WAIT).await;
 }
 
+/// An application that holds every POST for ten minutes until the flag it
+/// returns is cleared, then answers 200 at once.
+async fn slow_until_released() -> (App, Arc<AtomicBool>) {
+    let slow = Arc::new(AtomicBool::new(true));
+    let answer = slow.clone();
+    let app = App::start(move |_| {
+        if answer.load(Ordering::SeqCst) {
+            Reply::status(200).after(Duration::from_secs(600))
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
+    (app, slow)
+}
+
 /// Sends `n` messages, and starts a daemon whose application holds each
 /// POST for a long time, and kills it (-9) once it holds `held` of them.
 /// Returns the ids, the ids held at the kill and when it died.
@@ -352,16 +370,7 @@ async fn kill_under_load(
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_kill_9_under_load_every_message_is_delivered_within_the_lease() {
     let queue = TestQueue::new("kill9").await;
-    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let answer = slow.clone();
-    let app = App::start(move |_| {
-        if answer.load(std::sync::atomic::Ordering::SeqCst) {
-            Reply::status(200).after(Duration::from_secs(600))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let (app, slow) = slow_until_released().await;
     let (ids, held, killed) = kill_under_load(
         &queue,
         &app,
@@ -370,7 +379,7 @@ async fn after_a_kill_9_under_load_every_message_is_delivered_within_the_lease()
     )
     .await;
     assert!(held.len() >= 10);
-    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.store(false, Ordering::SeqCst);
     let d = Daemon::start(base_args(&queue, &app.url())).await;
     queue.wait_empty(Duration::from_secs(60)).await;
     let after = killed.elapsed();
@@ -391,16 +400,7 @@ async fn after_a_kill_9_under_load_every_message_is_delivered_within_the_lease()
 #[tokio::test(flavor = "multi_thread")]
 async fn without_leases_messages_held_at_a_kill_9_come_back_only_after_the_visibility_timeout() {
     let queue = TestQueue::new("kill9eb").await;
-    let slow = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let answer = slow.clone();
-    let app = App::start(move |_| {
-        if answer.load(std::sync::atomic::Ordering::SeqCst) {
-            Reply::status(200).after(Duration::from_secs(600))
-        } else {
-            Reply::status(200)
-        }
-    })
-    .await;
+    let (app, slow) = slow_until_released().await;
     let (_, held, killed) = kill_under_load(
         &queue,
         &app,
@@ -408,7 +408,7 @@ async fn without_leases_messages_held_at_a_kill_9_come_back_only_after_the_visib
         10,
     )
     .await;
-    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    slow.store(false, Ordering::SeqCst);
     let before = app.count();
     let _d = Daemon::start(base_args(&queue, &app.url())).await;
     // The held messages come back only when the 30 s visibility runs out.

@@ -110,11 +110,15 @@ impl TestQueue {
         prefix: &str,
         attributes: HashMap<QueueAttributeName, String>,
     ) -> TestQueue {
+        Self::named(&format!("{prefix}-{:08x}", fastrand::u32(..)), attributes).await
+    }
+
+    /// A queue named exactly `name` (the caller makes it unique).
+    pub async fn named(name: &str, attributes: HashMap<QueueAttributeName, String>) -> TestQueue {
         let client = client();
-        let name = format!("{prefix}-{:08x}", fastrand::u32(..));
         let out = client
             .create_queue()
-            .queue_name(&name)
+            .queue_name(name)
             .set_attributes(Some(attributes))
             .send()
             .await
@@ -122,7 +126,7 @@ impl TestQueue {
         TestQueue {
             client,
             url: out.queue_url.expect("queue url"),
-            name,
+            name: name.to_string(),
         }
     }
 
