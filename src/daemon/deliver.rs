@@ -164,19 +164,6 @@ impl Dispatcher {
         false
     }
 
-    /// Delivers one message and settles it; true when it is deleted. When
-    /// `abort` fires first, the POST is abandoned and the message made
-    /// visible again at once.
-    pub async fn handle(&self, msg: Incoming, abort: &CancellationToken) -> bool {
-        match self.attempt(msg, abort).await {
-            Attempt::Settled(deleted) => deleted,
-            Attempt::Unreachable(msg) => {
-                self.give_back(&msg, "the application is unavailable");
-                false
-            }
-        }
-    }
-
     /// One POST of `msg`, settled by its outcome; or, when it could not
     /// connect, the message back unsettled (the application never saw it)
     /// while it has been held for less than its visibility timeout.
